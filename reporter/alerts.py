@@ -1,0 +1,58 @@
+"""Data-driven findings: one enum of alert kinds, one table kind -> severity and title."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from reporter.report import Alert
+
+
+class AlertKind(str, Enum):
+    SINK_HEADS = "SINK_HEADS"
+    """Heads that put more than the alert share of their attention on token 0."""
+
+    SINK_ON_FIRST_WORD = "SINK_ON_FIRST_WORD"
+    """A causal model whose tokenizer adds no BOS: the sink lands on the first real token."""
+
+    SINK_ON_SPECIAL = "SINK_ON_SPECIAL"
+    """An encoder whose position 0 is a special token ([CLS]): weight there is not on a word."""
+
+    DECAY_LIKE_UNIFORM = "DECAY_LIKE_UNIFORM"
+    """The measured γ interval overlaps the one uniform attention gives: no evidence of real decay."""
+
+    PREDICTION_OUTSIDE_CI = "PREDICTION_OUTSIDE_CI"
+    """The config's closed-form γ falls outside the measured 95% interval."""
+
+    POOR_TAIL_FIT = "POOR_TAIL_FIT"
+    """The power law explains the tail poorly (low R²): read γ as a rough slope only."""
+
+    ROLLOUT_ON_FIRST_TOKEN = "ROLLOUT_ON_FIRST_TOKEN"
+    """Rollout of a causal model piles its mass on token 0: the sink carried through the layers."""
+
+    PROBES_TRUNCATED = "PROBES_TRUNCATED"
+    """Some probes were cut to the token limit."""
+
+
+_TABLE: dict[AlertKind, tuple[str, str]] = {
+    AlertKind.SINK_HEADS: ("warning", "Heads parked on the first token"),
+    AlertKind.SINK_ON_FIRST_WORD: ("info", "No BOS token: the sink is the first word"),
+    AlertKind.SINK_ON_SPECIAL: ("info", "Position 0 is a special token"),
+    AlertKind.DECAY_LIKE_UNIFORM: ("warning", "Decay not distinguishable from uniform attention"),
+    AlertKind.PREDICTION_OUTSIDE_CI: ("info", "Config prediction outside the measured interval"),
+    AlertKind.POOR_TAIL_FIT: ("warning", "Power law fits the tail poorly"),
+    AlertKind.ROLLOUT_ON_FIRST_TOKEN: ("info", "Rollout mass piles up on the first token"),
+    AlertKind.PROBES_TRUNCATED: ("info", "Probes truncated"),
+}
+
+
+def make_alert(kind: AlertKind, message: str, heads: list[tuple[int, int]] | None = None) -> Alert:
+    severity, title = _TABLE[kind]
+    return Alert(code=kind.value, severity=severity, title=title, message=message,
+                 heads=tuple(heads or ()))
+
+
+def heads_str(heads: list[tuple[int, int]], limit: int = 12) -> str:
+    """'3.1, 3.4, …' in layer.head form (0-based), cut after `limit` entries."""
+    names = [f"{layer}.{head}" for layer, head in heads]
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f" and {more} more" if more > 0 else "")

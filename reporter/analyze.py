@@ -1,0 +1,258 @@
+"""Stage 4: turn the captured reductions into a Report: families, distance and γ, prediction, alerts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import numpy as np
+
+from reporter.alerts import AlertKind, heads_str, make_alert
+from reporter.capture import Captured
+from reporter.distance import bootstrap_gamma, fit_tail, mean_curve
+from reporter.load import ModelFacts
+from reporter.probes import PROBE_SET_VERSION, TokenizedProbe
+from reporter.report import (
+    SCHEMA_VERSION,
+    Alert,
+    Distance,
+    Environment,
+    GammaFit,
+    HeadResult,
+    ModelInfo,
+    Prediction,
+    ProbeInfo,
+    Report,
+    Rollout,
+    Thumbnails,
+)
+from reporter.scores import FAMILIES, classify
+from reporter.settings import Settings
+
+PREDICTION_METHOD = "Padé closed form, RoPE geometry (Marín 2026): γ = (2−z)/(2+z), z = √2·T/θ"
+
+
+def _r(x: float, nd: int = 4) -> float:
+    return float(round(float(x), nd))
+
+
+def score_heads(c: Captured, facts: ModelFacts, has_induction: bool, s: Settings) -> list[HeadResult]:
+    """Mean row value per family per head, then the family label."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = c.family_sums / np.where(c.family_rows > 0, c.family_rows, 1)
+    group = max(1, facts.num_heads // max(1, facts.num_kv_heads))
+    out = []
+    for layer in range(c.n_layers):
+        for head in range(c.n_heads):
+            scores: dict[str, float | None] = {}
+            for f, fam in enumerate(FAMILIES):
+                applies = c.family_rows[layer, head, f] > 0
+                if fam == "next_token" and facts.is_causal:
+                    applies = False
+                if fam == "induction" and not has_induction:
+                    applies = False
+                scores[fam] = _r(means[layer, head, f]) if applies else None
+            ranked = sorted(((k, v) for k, v in scores.items() if v is not None), key=lambda kv: -kv[1])
+            out.append(HeadResult(
+                layer=layer, head=head, kv_group=head // group,
+                family=classify(scores, s),  # type: ignore[arg-type]
+                scores=scores, top2=tuple(ranked[:2]),
+                entropy=_r(c.entropy_sum[layer, head] / max(1.0, c.entropy_rows[layer, head])),
+                sink_mass=_r(c.sink_sum[layer, head] / max(1, c.sink_rows)),
+            ))
+    return out
+
+
+def predict_gamma(facts: ModelFacts, T: int) -> Prediction:
+    """The config's closed-form γ, or 'not applicable' with the reason."""
+    pe = facts.position_encoding
+    if pe != "rope" or facts.rope_theta is None:
+        reasons = {
+            "absolute": "absolute position embeddings: the closed form is derived from RoPE's rotation "
+                        "geometry and says nothing about learned or sinusoidal position tables",
+            "alibi": "ALiBi adds a linear distance penalty to the logits; the RoPE closed form does not apply",
+            "other": "no RoPE base θ in the config (relative or unknown position scheme); no prediction",
+            "none": "the model has no attention maps",
+        }
+        return Prediction(PREDICTION_METHOD, None, None, T, None, False, reasons.get(pe, reasons["other"]))
+    theta = facts.rope_theta
+    z = math.sqrt(2.0) * T / theta
+    gamma = (2.0 - z) / (2.0 + z)
+    reason = f"RoPE with θ = {theta:g}; T = {T} tokens, the longest probe analysed"
+    if facts.partial_rotary_factor not in (None, 1, 1.0):
+        reason += f"; only {facts.partial_rotary_factor:g} of each head's dimensions rotate, which the form ignores"
+    if gamma <= 0:
+        return Prediction(PREDICTION_METHOD, None, theta, T, _r(z, 6), False,
+                          f"z = √2·T/θ = {z:.3g} ≥ 2, outside the form's range (γ would be ≤ 0)")
+    return Prediction(PREDICTION_METHOD, _r(gamma, 6), theta, T, _r(z, 6), True, reason)
+
+
+def _recency_end(curve: np.ndarray, d_cap: int) -> int:
+    """Last distance of the steep recency region: the curve falls by > 10% per step until here."""
+    for d in range(1, max(2, d_cap)):
+        a, b = curve[d], curve[d + 1] if d + 1 < len(curve) else np.nan
+        if not (np.isfinite(a) and np.isfinite(b)) or a <= 0 or a / max(b, 1e-12) < 1.1:
+            return d
+    return d_cap
+
+
+def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
+    d_max_all = c.dist_pairs.shape[0]
+    pairs_lh = c.dist_pairs * c.n_layers * c.n_heads
+    curve = mean_curve(c.dist_sums.sum((0, 1)), pairs_lh)
+    unit_s, unit_p, null_s = np.array(c.unit_sums), np.array(c.unit_pairs), np.array(c.null_unit_sums)
+    null_curve = mean_curve(null_s.sum(0), unit_p.sum(0))
+    rec = _recency_end(curve, max(2, T // 8))
+    d_min = max(s.tail_d_min, rec + 1)
+    d_max = T // 2
+    d = np.arange(d_max_all)
+    fit = fit_tail(d, curve, d_min, d_max, s.tail_bins)
+    null_fit = fit_tail(d, null_curve, d_min, d_max, s.tail_bins)
+    gamma = null_gamma = None
+    distinct: bool | None = None
+    note = ""
+    if fit is None:
+        note = (f"The tail window [{d_min}, {d_max}] holds too few distances for a fit; "
+                "give a longer probe (--probes) or raise --max-tokens.")
+    else:
+        ci = bootstrap_gamma(unit_s, unit_p, d_min, d_max, s.tail_bins, s.bootstrap_samples, s.seed)
+        gamma = GammaFit(_r(fit.gamma), (_r(ci[0]), _r(ci[1])) if ci else None, _r(fit.r2), fit.n_points,
+                         (d_min, d_max))
+        if null_fit is not None:
+            nci = bootstrap_gamma(null_s, unit_p, d_min, d_max, s.tail_bins, s.bootstrap_samples, s.seed)
+            null_gamma = GammaFit(_r(null_fit.gamma), (_r(nci[0]), _r(nci[1])) if nci else None,
+                                  _r(null_fit.r2), null_fit.n_points, (d_min, d_max))
+            if ci and nci:
+                distinct = ci[1] < nci[0] or nci[1] < ci[0]
+    per_layer: list[float | None] = []
+    for layer in range(c.n_layers):
+        lc = mean_curve(c.dist_sums[layer].sum(0), c.dist_pairs * c.n_heads)
+        lf = fit_tail(d, lc, d_min, d_max, s.tail_bins)
+        per_layer.append(_r(lf.gamma) if lf else None)
+    n_show = min(d_max_all, max(T, 2))
+    return Distance(
+        d=tuple(range(n_show)),
+        mean_attention=tuple(None if not np.isfinite(v) else float(f"{v:.5g}") for v in curve[:n_show]),
+        null_mean_attention=tuple(None if not np.isfinite(v) else float(f"{v:.5g}") for v in null_curve[:n_show]),
+        sink_share=_r(c.sink_sum.sum() / max(1, c.sink_rows * c.n_layers * c.n_heads)),
+        self_share=_r(curve[0]) if np.isfinite(curve[0]) else 0.0,
+        recency_end=int(rec),
+        gamma=gamma, null_gamma=null_gamma, distinguishable_from_uniform=distinct,
+        gamma_per_layer=tuple(per_layer), note=note,
+    )
+
+
+def build_rollout(c: Captured, facts: ModelFacts, s: Settings) -> Rollout:
+    assert c.rollout is not None and c.rollout_rows is not None and c.raw_rows is not None
+    label = "last token" if facts.is_causal else f"first token ({c.display_tokens[0] if c.display_tokens else ''})"
+    rows = c.rollout_rows
+    return Rollout(
+        method={"residual": s.rollout_residual, "head_fusion": "mean", "discard_ratio": 0.0,
+                "renormalise_rows": True, "reference": "Abnar & Zuidema 2020"},
+        probe="prose",
+        tokens=c.display_tokens,
+        readout_index=c.readout_index,
+        readout_label=label,
+        matrix=tuple(tuple(_r(v, 4) for v in row) for row in c.rollout),
+        rows_per_layer=tuple(tuple(_r(v, 4) for v in row) for row in rows),
+        raw_rows_per_layer=tuple(tuple(_r(v, 4) for v in row) for row in c.raw_rows),
+        first_token_share_per_layer=tuple(_r(v) for v in rows[:, 0]),
+        first_token_share_by_probe={k: _r(v) for k, v in c.rollout_first_share.items()},
+    )
+
+
+def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred: Prediction,
+                roll: Rollout, probes: list[TokenizedProbe], s: Settings) -> list[Alert]:
+    alerts: list[Alert] = []
+    first = facts.first_token_str
+    sinks = [(h.layer, h.head) for h in heads if h.sink_mass > s.alert_sink_share]
+    if sinks:
+        alerts.append(make_alert(
+            AlertKind.SINK_HEADS,
+            f"{len(sinks)} of {len(heads)} heads put more than {s.alert_sink_share:.0%} of their attention on "
+            f"token 0 ('{first}'): {heads_str(sinks)}. This is where softmax parks weight it has to put "
+            "somewhere; it does not make token 0 important.", sinks))
+    if facts.is_causal and not facts.bos_added:
+        alerts.append(make_alert(
+            AlertKind.SINK_ON_FIRST_WORD,
+            f"The tokenizer adds no BOS token, so the first-token sink lands on the first real token of each "
+            f"probe ('{first}' in the test string). Weight there is the sink, not interest in that word."))
+    if not facts.is_causal and facts.first_token_special:
+        alerts.append(make_alert(
+            AlertKind.SINK_ON_SPECIAL,
+            f"Position 0 is the special token '{first}'. Weight on it (and on [SEP]-like tokens, counted in the "
+            "delimiter band) is a special-token band, not attention to a word."))
+    if dist.distinguishable_from_uniform is False:
+        alerts.append(make_alert(
+            AlertKind.DECAY_LIKE_UNIFORM,
+            "The 95% interval of the measured γ overlaps that of perfectly uniform causal attention under the "
+            "same probes and window: the decay is not distinguishable from uniform."))
+    g = dist.gamma
+    if g is not None and g.ci95 is not None and pred.applies and pred.gamma is not None:
+        if not (g.ci95[0] <= pred.gamma <= g.ci95[1]):
+            alerts.append(make_alert(
+                AlertKind.PREDICTION_OUTSIDE_CI,
+                f"Predicted γ = {pred.gamma:.3f} lies outside the measured 95% interval "
+                f"[{g.ci95[0]:.3f}, {g.ci95[1]:.3f}] (measured γ = {g.value:.3f})."))
+    if g is not None and g.r2 < 0.8:
+        alerts.append(make_alert(
+            AlertKind.POOR_TAIL_FIT,
+            f"R² of the tail fit is {g.r2:.2f}: the tail is not a clean power law on "
+            f"[{g.fit_range[0]}, {g.fit_range[1]}]."))
+    if facts.is_causal and roll.first_token_share_per_layer and roll.first_token_share_per_layer[-1] > 0.5:
+        alerts.append(make_alert(
+            AlertKind.ROLLOUT_ON_FIRST_TOKEN,
+            f"After the last layer, {roll.first_token_share_per_layer[-1]:.0%} of the rollout of the "
+            f"{roll.readout_label} sits on token 0. That is the sink carried through the layers, not a "
+            "statement that the first token drives the output."))
+    cut = [p for p in probes if p.truncated]
+    if cut:
+        alerts.append(make_alert(
+            AlertKind.PROBES_TRUNCATED,
+            "; ".join(f"'{p.name}' cut from {p.n_tokens_original} to {p.n_tokens} tokens" for p in cut) + "."))
+    return alerts
+
+
+def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notices: list[str],
+            environment: Environment, s: Settings) -> Report:
+    """Everything the renderers need, as plain data."""
+    has_induction = any(p.period is not None for p in probes)
+    heads = score_heads(c, facts, has_induction, s)
+    T = max(p.n_tokens for p in probes)
+    dist = analyze_distance(c, T, s)
+    pred = predict_gamma(facts, T)
+    roll = build_rollout(c, facts, s)
+    alerts = find_alerts(heads, facts, dist, pred, roll, probes, s)
+    counts = {fam: 0 for fam in (*FAMILIES, "mixed")}
+    for h in heads:
+        counts[h.family] += 1
+    assert c.thumbnails is not None
+    thumbs = Thumbnails(
+        probe="prose", tokens=c.display_tokens,
+        maps=tuple(tuple(tuple(tuple(_r(v, 3) for v in row) for row in hmap) for hmap in lmap)
+                   for lmap in c.thumbnails),
+    )
+    model = ModelInfo(
+        id=facts.model_id, source=facts.source, architecture=facts.architecture, model_type=facts.model_type,
+        num_layers=c.n_layers, num_heads=facts.num_heads, num_kv_heads=facts.num_kv_heads,
+        is_causal=facts.is_causal, position_encoding=facts.position_encoding, rope_theta=facts.rope_theta,
+        partial_rotary_factor=facts.partial_rotary_factor,
+        max_position_embeddings=facts.max_position_embeddings, bos_added=facts.bos_added,
+        first_token=facts.first_token_str, first_token_special=facts.first_token_special, dtype=facts.dtype,
+        attn_implementation=facts.attn_implementation, device=facts.device,
+    )
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        model=model,
+        probes=tuple(ProbeInfo(p.name, p.category, p.n_tokens, p.n_tokens_original, p.truncated) for p in probes),
+        notices=tuple(notices),
+        settings={**asdict(s), "probe_set": PROBE_SET_VERSION},
+        heads=tuple(heads),
+        family_counts=counts,
+        distance=dist,
+        prediction=pred,
+        rollout=roll,
+        alerts=tuple(alerts),
+        thumbnails=thumbs,
+        environment=environment,
+    )

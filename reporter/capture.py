@@ -1,0 +1,270 @@
+"""Stage 3: run the probes and reduce each layer's attention to statistics as soon as it is produced.
+
+No L x H x n x n tensor is ever kept: a forward hook on every attention module checks the layer's map,
+folds it into running sums (family scores, distance sums, rollout), keeps the small display-probe
+thumbnails, and lets the map go.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reporter.distance import by_distance, pair_counts, uniform_map
+from reporter.errors import CaptureCheckError, UnsupportedModelError
+from reporter.load import LoadedModel
+from reporter.probes import DISPLAY_PROBE, TokenizedProbe
+from reporter.scores import FAMILIES, SCORERS, MapContext, row_entropy
+from reporter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Row sums of a softmax computed in fp32 then cast down drift by about the dtype's resolution.
+_ROW_SUM_TOL = {"float32": 1.0, "float16": 5.0, "bfloat16": 20.0}
+
+
+@dataclass
+class Captured:
+    """Raw reductions over all probes: plain numpy arrays, consumed by the analysis stage."""
+
+    n_layers: int
+    n_heads: int
+    family_sums: np.ndarray  # [L, H, F] sum over counted rows of each family's row value
+    family_rows: np.ndarray  # [L, H, F] number of counted rows
+    entropy_sum: np.ndarray  # [L, H] sum of row entropy (nats) over rows i >= 1
+    entropy_rows: np.ndarray  # [L, H]
+    dist_sums: np.ndarray  # [L, H, D] sum of weight at distance d (key 0 excluded)
+    dist_pairs: np.ndarray  # [D] valid pairs at distance d per (layer, head)
+    sink_sum: np.ndarray  # [L, H] sum of A[i, 0] over rows i >= 1
+    sink_rows: int
+    unit_sums: list[np.ndarray] = field(default_factory=list)  # per (probe, block): [D] summed over L, H
+    unit_pairs: list[np.ndarray] = field(default_factory=list)  # per (probe, block): [D] pairs x L x H
+    null_unit_sums: list[np.ndarray] = field(default_factory=list)  # same, for uniform attention
+    thumbnails: np.ndarray | None = None  # [L, H, m, m] display probe (fp32)
+    display_tokens: tuple[str, ...] = ()
+    rollout: np.ndarray | None = None  # [m, m] display probe rollout after the last layer
+    rollout_rows: np.ndarray | None = None  # [L, m] readout row of rollout after each layer
+    raw_rows: np.ndarray | None = None  # [L, m] same readout row of the head-averaged raw map
+    readout_index: int = 0
+    rollout_first_share: dict[str, float] = field(default_factory=dict)  # probe -> final readout on token 0
+    n_maps_checked: int = 0
+    forward_seconds: float = 0.0
+    reduce_seconds: float = 0.0
+
+
+def attention_modules(model: Any) -> list[tuple[str, Any, int]]:
+    """The modules whose forward returns a layer's attention weights, in layer order, with the index
+    of the weights in their output tuple. Uses transformers' own record of where attentions live."""
+    rec = getattr(model, "_can_record_outputs", None) or {}
+    spec = rec.get("attentions")
+    if spec is None:
+        return []
+    if isinstance(spec, type):
+        cls, index, layer_name = spec, 1, None
+    else:
+        cls, index, layer_name = spec.target_class, spec.index, spec.layer_name
+    found = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, cls) and (layer_name is None or name.endswith(layer_name)):
+            found.append((name, mod, index))
+    return found
+
+
+class _Reducer:
+    """Holds the running sums for one run and folds one layer's map at a time into them."""
+
+    def __init__(self, n_layers: int, n_heads: int, d_max: int, is_causal: bool, dtype: str,
+                 settings: Settings) -> None:
+        self.s = settings
+        self.is_causal = is_causal
+        self.tol = settings.row_sum_tolerance * _ROW_SUM_TOL.get(dtype, 1.0)
+        f = len(FAMILIES)
+        self.c = Captured(
+            n_layers=n_layers, n_heads=n_heads,
+            family_sums=np.zeros((n_layers, n_heads, f)), family_rows=np.zeros((n_layers, n_heads, f)),
+            entropy_sum=np.zeros((n_layers, n_heads)), entropy_rows=np.zeros((n_layers, n_heads)),
+            dist_sums=np.zeros((n_layers, n_heads, d_max)), dist_pairs=np.zeros(d_max),
+            sink_sum=np.zeros((n_layers, n_heads)), sink_rows=0,
+        )
+        self.probe: TokenizedProbe | None = None
+        self.ctx: MapContext | None = None
+        self.block_sums: np.ndarray | None = None
+        self.rollout: np.ndarray | None = None
+        self.display = False
+
+    def start_probe(self, probe: TokenizedProbe) -> None:
+        n = probe.n_tokens
+        self.probe = probe
+        start = _prefix_len(probe) if probe.period is not None else 0
+        self.ctx = MapContext(self.is_causal, np.array(probe.is_delimiter, dtype=bool), self.s,
+                              probe.period, start)
+        n_blocks = -(-n // self.s.query_block)
+        self.block_sums = np.zeros((n_blocks, self.c.dist_pairs.shape[0]))
+        self.rollout = np.eye(n)
+        self.display = probe.name == DISPLAY_PROBE and self.c.thumbnails is None
+        if self.display:
+            m = min(n, self.s.thumbnail_max_tokens)
+            self.c.display_tokens = probe.tokens[:m]
+            self.c.thumbnails = np.zeros((self.c.n_layers, self.c.n_heads, m, m), dtype=np.float32)
+            self.c.rollout_rows = np.zeros((self.c.n_layers, m))
+            self.c.raw_rows = np.zeros((self.c.n_layers, m))
+            self.c.readout_index = (m - 1) if self.is_causal else 0
+
+    def check(self, a: np.ndarray, layer: int) -> None:
+        """Finite, rows sum to 1, causal maps lower-triangular; else an error naming layer and head."""
+        name = self.probe.name if self.probe else "?"
+        bad = ~np.isfinite(a)
+        if bad.any():
+            h = int(np.nonzero(bad.any(axis=(1, 2)))[0][0])
+            raise CaptureCheckError(
+                f"attention map of layer {layer}, head {h} on probe '{name}' holds NaN or inf (check: finite)",
+                "this is usually an fp16 overflow; rerun with --dtype float32")
+        err = np.abs(a.sum(-1) - 1.0)  # [heads, query]
+        if err.max() > self.tol:
+            h = int(np.unravel_index(err.argmax(), err.shape)[0])
+            raise CaptureCheckError(
+                f"attention rows of layer {layer}, head {h} on probe '{name}' sum to {1 + err.max():.4f}, "
+                f"not 1 (check: rows sum to 1 within {self.tol:g})",
+                "the model's attention is not a softmax over keys; attn-report cannot read it")
+        if self.is_causal:
+            upper = np.triu(a, k=1).max(axis=(1, 2))
+            if upper.max() > self.s.causal_tolerance:
+                h = int(upper.argmax())
+                raise CaptureCheckError(
+                    f"attention map of layer {layer}, head {h} on probe '{name}' puts {upper.max():.3g} on "
+                    "future tokens (check: causal maps are lower-triangular)",
+                    "the model may not be causal; report this model type to attn-report")
+
+    def fold(self, attn_t: Any, layer: int) -> None:
+        """Reduce one layer's map [1, heads, query, key] into the running sums, then drop it."""
+        t0 = time.perf_counter()
+        a = attn_t.detach()[0].float().cpu().numpy()  # [heads, query, key] fp32
+        assert self.ctx is not None and self.probe is not None and self.block_sums is not None
+        self.check(a, layer)
+        c, n = self.c, a.shape[-1]
+        for f, fam in enumerate(FAMILIES):
+            vals = SCORERS[fam](a, self.ctx)  # [heads, rows]
+            c.family_sums[layer, :, f] += vals.sum(-1)
+            c.family_rows[layer, :, f] += vals.shape[-1]
+        c.entropy_sum[layer] += row_entropy(a[:, 1:, :]).sum(-1)
+        c.entropy_rows[layer] += n - 1
+        c.sink_sum[layer] += a[:, 1:, 0].sum(-1)
+        by_d = by_distance(a, self.is_causal)  # [heads, query, d]
+        c.dist_sums[layer, :, :n] += by_d.sum(1)
+        self._add_blocks(by_d.sum(0))
+        mean_map = a.mean(0)  # [query, key] heads averaged
+        self._rollout_step(mean_map, layer)
+        if self.display:
+            m = c.thumbnails.shape[-1] if c.thumbnails is not None else 0
+            assert c.thumbnails is not None and c.raw_rows is not None
+            c.thumbnails[layer] = a[:, :m, :m]
+            c.raw_rows[layer] = mean_map[c.readout_index, :m]
+        c.n_maps_checked += a.shape[0]
+        c.reduce_seconds += time.perf_counter() - t0
+
+    def _add_blocks(self, per_row: np.ndarray) -> None:
+        """per_row: [query, d] summed over heads; add into the (probe, query block) units."""
+        assert self.block_sums is not None
+        n, b = per_row.shape[0], self.s.query_block
+        for k in range(self.block_sums.shape[0]):
+            self.block_sums[k, :n] += per_row[k * b:(k + 1) * b].sum(0)
+
+    def _rollout_step(self, mean_map: np.ndarray, layer: int) -> None:
+        """Abnar & Zuidema 2020: R <- norm(a*A + (1-a)*I) @ R, rows renormalised after every step."""
+        assert self.rollout is not None
+        a = self.s.rollout_residual
+        n = mean_map.shape[0]
+        step = a * mean_map + (1 - a) * np.eye(n)
+        step /= step.sum(-1, keepdims=True)
+        self.rollout = step @ self.rollout
+        self.rollout /= self.rollout.sum(-1, keepdims=True)
+        if self.display and self.c.rollout_rows is not None:
+            m = self.c.rollout_rows.shape[-1]
+            self.c.rollout_rows[layer] = self.rollout[self.c.readout_index, :m]
+
+    def end_probe(self) -> None:
+        """Close the probe's bootstrap units and its uniform-attention twin (the null baseline)."""
+        assert self.probe is not None and self.block_sums is not None and self.rollout is not None
+        n, b, d_max = self.probe.n_tokens, self.s.query_block, self.c.dist_pairs.shape[0]
+        pairs = pair_counts(n, self.is_causal)  # [query, d]
+        null = by_distance(uniform_map(n, self.is_causal), self.is_causal)[0]  # [query, d]
+        lh = self.c.n_layers * self.c.n_heads
+        self.c.dist_pairs[:n] += pairs.sum(0)
+        for k in range(self.block_sums.shape[0]):
+            rows = slice(k * b, (k + 1) * b)
+            p = np.zeros(d_max)
+            p[:n] = pairs[rows].sum(0) * lh
+            ns = np.zeros(d_max)
+            ns[:n] = null[rows].sum(0) * lh
+            self.c.unit_sums.append(self.block_sums[k].copy())
+            self.c.unit_pairs.append(p)
+            self.c.null_unit_sums.append(ns)
+        self.c.sink_rows += n - 1
+        readout = (n - 1) if self.is_causal else 0
+        self.c.rollout_first_share[self.probe.name] = float(self.rollout[readout, 0])
+        if self.display:
+            m = self.c.rollout_rows.shape[-1] if self.c.rollout_rows is not None else 0
+            self.c.rollout = self.rollout[:m, :m].copy()
+            self.display = False
+
+
+def _prefix_len(probe: TokenizedProbe) -> int:
+    """Tokens before the first random block of the induction probe (BOS or [CLS], if any)."""
+    assert probe.period is not None
+    ids, p = probe.input_ids, probe.period
+    for s in range(len(ids) - 2 * p + 1):
+        if ids[s:s + p] == ids[s + p:s + 2 * p]:
+            return s
+    return 0
+
+
+def capture(loaded: LoadedModel, probes: list[TokenizedProbe], settings: Settings) -> Captured:
+    """Run every probe through the model, one at a time, reducing attention layer by layer."""
+    import torch
+
+    facts = loaded.facts
+    mods = attention_modules(loaded.model)
+    if not mods:
+        raise UnsupportedModelError(f"this architecture ({facts.architecture}) exposes no attention maps",
+                                    "attn-report needs a model whose attention modules return their weights")
+    n_layers = len(mods)
+    d_max = max(p.n_tokens for p in probes)
+    red = _Reducer(n_layers, facts.num_heads, d_max, facts.is_causal, facts.dtype, settings)
+    seen: list[int] = []
+
+    def make_hook(layer: int, index: int) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            weights = output[index] if isinstance(output, tuple) and len(output) > index else None
+            if weights is None:
+                raise UnsupportedModelError(
+                    f"layer {layer} returned no attention weights",
+                    "the model must run with eager attention; its attention module may not support it")
+            red.fold(weights, layer)
+            seen.append(layer)
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(i, idx)) for i, (_, m, idx) in enumerate(mods)]
+    try:
+        for probe in probes:
+            red.start_probe(probe)
+            seen.clear()
+            ids = torch.tensor([probe.input_ids], device=facts.device)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            red.c.forward_seconds += time.perf_counter() - t0
+            if len(seen) != n_layers:
+                raise UnsupportedModelError(
+                    f"captured attention from {len(seen)} of {n_layers} layers on probe '{probe.name}'",
+                    "this architecture routes attention in a way attn-report does not support yet")
+            red.end_probe()
+            log.info("probe %s (%d tokens) done", probe.name, probe.n_tokens)
+    finally:
+        for h in handles:
+            h.remove()
+    red.c.forward_seconds -= red.c.reduce_seconds  # hooks ran inside the forward pass
+    return red.c

@@ -1,0 +1,127 @@
+"""Command line: the only place that prints and exits."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from reporter import __version__
+from reporter.errors import AttnReportError, InputError
+
+log = logging.getLogger("reporter")
+
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+def _quiet_libraries() -> None:
+    """transformers and the hub print progress bars and advice we do not want in a CI log."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF dequantisation draws its own tqdm bar
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except Exception:  # transformers missing is reported later, at load time
+        pass
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", default="smollm2-135m", required=False)
+@click.option("--out", "out", default="report.html", show_default=True, metavar="PATH",
+              help="Report file; its suffix (.html or .pdf) picks the format.")
+@click.option("--pdf", "pdf", default=None, metavar="PATH", help="Also write a PDF here.")
+@click.option("--json", "json_path", default=None, metavar="PATH",
+              help="Where the JSON of every number goes [default: beside the report, .json].")
+@click.option("--no-json", is_flag=True, help="Do not write the JSON.")
+@click.option("--probes", "probes_file", default=None, metavar="FILE",
+              help="Your own probes: UTF-8 text, one probe per block, blocks separated by blank lines.")
+@click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(min=4),
+              help="Longest probe analysed (capped at the model's position limit).")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1, mps.")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Weights dtype; statistics are always computed in float32.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub ids.")
+@click.option("--trust-remote-code", is_flag=True, default=False,
+              help="Allow a hub model's own Python code to run (off by default).")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Print progress details and tracebacks.")
+@click.version_option(__version__, "--version", prog_name="attn-report")
+def main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
+         max_tokens: int, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
+         quiet: bool, verbose: bool) -> None:
+    """Write a diagnostic report of MODEL's attention.
+
+    MODEL is a builtin alias (smollm2-135m, minilm-l6), a local Hugging Face folder, a .gguf file,
+    or a hub id (org/name, where the hub is reachable). Default: smollm2-135m.
+    """
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("reporter").setLevel(level)
+    for noisy in ("matplotlib", "PIL", "fontTools", "weasyprint", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        code = _main(model, out, pdf, json_path, no_json, probes_file, max_tokens, device, dtype, revision,
+                     trust_remote_code)
+    except AttnReportError as exc:
+        if verbose:
+            log.exception("traceback:")
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted; no report was written.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except MemoryError:
+        click.echo("Error: out of memory; lower --max-tokens or use a smaller --dtype.", err=True)
+        sys.exit(2)
+    except Exception as exc:  # a bug: one line unless -v, never a half-written report
+        if verbose:
+            log.exception("traceback:")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        click.echo(f"Error: internal error ({type(exc).__name__}: {first}); rerun with -v and report it.",
+                   err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code)
+
+
+def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
+          max_tokens: int, device: str, dtype: str, revision: str | None, trust_remote_code: bool) -> int:
+    from reporter.outputs import plan_outputs
+    from reporter.pipeline import RunOptions
+    from reporter.settings import DEFAULT_SETTINGS
+
+    inputs = [Path(model).expanduser()]
+    if probes_file:
+        inputs.append(Path(probes_file).expanduser())
+    plan = plan_outputs(out, pdf, json_path, no_json, inputs)
+    if probes_file is not None and not Path(probes_file).expanduser().is_file():
+        raise InputError(f"probe file '{probes_file}' does not exist", "check the --probes path")
+    if not logging.getLogger("reporter").isEnabledFor(logging.DEBUG):
+        _quiet_libraries()
+    opts = RunOptions(model=model, probes_file=Path(probes_file).expanduser() if probes_file else None,
+                      max_tokens=max_tokens, device=device, dtype=dtype, revision=revision,
+                      trust_remote_code=trust_remote_code)
+    t0 = time.perf_counter()
+    from reporter.pipeline import run
+
+    log.info("attn-report %s: analysing %s", __version__, model)
+    report = run(opts, DEFAULT_SETTINGS)
+    from reporter.render import render_all
+
+    written = render_all(report, plan)
+    for p in written:
+        log.info("wrote %s", p)
+    log.info("done in %.1f s (peak memory %.0f MB)", time.perf_counter() - t0, report.run.peak_rss_mb)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,118 @@
+"""Attention against distance: the U curve's sums, the tail power-law fit, its bootstrap CI, the null.
+
+Distances are d = i - j for causal models and |i - j| for bidirectional ones. Key 0 (the sink) is
+kept out of the distance sums and reported on its own, so the tail measures how attention decays
+over ordinary tokens rather than how much of it is parked on the first token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def by_distance(attn: np.ndarray, is_causal: bool) -> np.ndarray:
+    """[heads, query, d]: weight each query row puts on the key at distance d (key 0 excluded).
+
+    For bidirectional maps both sides are added: out[h, i, d] = A[i, i-d] + A[i, i+d] (d > 0).
+    """
+    h, n, _ = attn.shape
+    i = np.arange(n)[:, None]
+    d = np.arange(n)[None, :]
+    j = i - d  # [query, d]
+    ok = j >= 1
+    out = np.where(ok[None], np.take_along_axis(attn, np.broadcast_to(np.clip(j, 0, n - 1), (h, n, n)), 2), 0.0)
+    if not is_causal:
+        j2 = i + d
+        ok2 = (j2 < n) & (d > 0)
+        out = out + np.where(
+            ok2[None], np.take_along_axis(attn, np.broadcast_to(np.clip(j2, 0, n - 1), (h, n, n)), 2), 0.0)
+    return out
+
+
+def pair_counts(n: int, is_causal: bool) -> np.ndarray:
+    """[query, d]: number of valid (query, key >= 1) pairs at each distance for each row (0, 1 or 2)."""
+    i = np.arange(n)[:, None]
+    d = np.arange(n)[None, :]
+    c = (i - d >= 1).astype(np.int64)
+    if not is_causal:
+        c = c + ((i + d < n) & (d > 0)).astype(np.int64)
+    return c
+
+
+def uniform_map(n: int, is_causal: bool) -> np.ndarray:
+    """[1, n, n] the attention of a head that spreads weight evenly over every visible key."""
+    if is_causal:
+        a = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    else:
+        a = np.full((n, n), 1.0 / n)
+    return a[None]
+
+
+@dataclass(frozen=True)
+class TailFit:
+    gamma: float  # A(d) ∝ d^-gamma; the negative slope of log A on log d
+    intercept: float
+    r2: float
+    n_points: int  # log-spaced bins that entered the fit
+
+
+def fit_tail(d: np.ndarray, a: np.ndarray, d_min: int, d_max: int, n_bins: int) -> TailFit | None:
+    """Least squares of log A on log d over [d_min, d_max], on log-spaced bins of d.
+
+    Binning first gives each octave of distance the same weight: a fit on every integer d would be
+    dominated by the many points at large d. Returns None when fewer than 3 bins hold data.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64)
+    sel = (d >= d_min) & (d <= d_max) & np.isfinite(a) & (a > 0)
+    if sel.sum() < 3 or d_max <= d_min:
+        return None
+    edges = np.unique(np.round(np.geomspace(d_min, d_max + 1, n_bins + 1)))
+    xs, ys = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = sel & (d >= lo) & (d < hi)
+        if m.any():
+            xs.append(np.log(d[m]).mean())
+            ys.append(np.log(a[m].mean()))
+    if len(xs) < 3:
+        return None
+    x, y = np.array(xs), np.array(ys)
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    ss_tot = ((y - y.mean()) ** 2).sum()
+    r2 = 1.0 - (resid**2).sum() / ss_tot if ss_tot > 0 else 0.0
+    return TailFit(gamma=float(-slope), intercept=float(intercept), r2=float(r2), n_points=len(xs))
+
+
+def bootstrap_gamma(unit_sums: np.ndarray, unit_counts: np.ndarray, d_min: int, d_max: int, n_bins: int,
+                    n_samples: int, seed: int) -> tuple[float, float] | None:
+    """95% percentile interval of γ, resampling (probe, query-block) units with replacement.
+
+    unit_sums, unit_counts: [units, d]. Each resample recomputes the mean curve and refits.
+    """
+    n_units = unit_sums.shape[0]
+    if n_units < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    d = np.arange(unit_sums.shape[1])
+    gammas = []
+    for _ in range(n_samples):
+        w = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units).astype(np.float64)
+        s, c = w @ unit_sums, w @ unit_counts
+        with np.errstate(invalid="ignore", divide="ignore"):
+            curve = np.where(c > 0, s / np.where(c > 0, c, 1), np.nan)
+        fit = fit_tail(d, curve, d_min, d_max, n_bins)
+        if fit is not None:
+            gammas.append(fit.gamma)
+    if len(gammas) < n_samples // 2:
+        return None
+    lo, hi = np.percentile(gammas, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def mean_curve(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean attention per distance; NaN where no pair exists."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.where(counts > 0, counts, 1), np.nan)

@@ -1,0 +1,93 @@
+"""Runs the stages in order (load → probes → capture → analyze) and times each one."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from reporter import __version__
+from reporter.report import Environment, Report, RunStats
+from reporter.settings import Settings
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str
+    probes_file: Path | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    device: str = "cpu"
+    dtype: str = "float32"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kilobytes, macOS bytes)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ru / (1024 * 1024) if sys.platform == "darwin" else ru / 1024
+
+
+def environment(seed: int) -> Environment:
+    import numpy
+    import torch
+    import transformers
+
+    from reporter.probes import PROBE_SET_VERSION
+
+    return Environment(
+        python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
+        numpy=numpy.__version__, attn_report=__version__, platform=f"{platform.system()} {platform.machine()}",
+        seed=seed, probe_set=PROBE_SET_VERSION,
+    )
+
+
+def run(opts: RunOptions, settings: Settings) -> Report:
+    """The whole analysis for one model. Raises AttnReportError subclasses on bad input."""
+    import torch
+
+    from reporter.analyze import analyze
+    from reporter.capture import capture
+    from reporter.load import load_model
+    from reporter.probes import bundled_probes, read_probe_file, tokenize_probes
+
+    torch.manual_seed(settings.seed)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    # Read the user's probes before the slow model load, so a bad file fails fast.
+    raw = read_probe_file(opts.probes_file) if opts.probes_file else bundled_probes()
+    loaded = load_model(opts.model, device=opts.device, dtype=opts.dtype, revision=opts.revision,
+                        trust_remote_code=opts.trust_remote_code)
+    seconds["load"] = time.perf_counter() - t
+    log.info("loaded %s (%d layers x %d heads)", loaded.facts.model_id, loaded.facts.num_layers,
+             loaded.facts.num_heads)
+
+    t = time.perf_counter()
+    limit = opts.max_tokens
+    notices: list[str] = []
+    pos_limit = loaded.facts.max_position_embeddings
+    if pos_limit and limit > pos_limit:
+        notices.append(f"--max-tokens {limit} is past the model's position limit; using {pos_limit}.")
+        limit = pos_limit
+    probes, more = tokenize_probes(raw, loaded.tokenizer, max_tokens=limit, include_induction=True,
+                                   seed=settings.seed)
+    notices += more
+    seconds["probes"] = time.perf_counter() - t
+
+    captured = capture(loaded, probes, settings)
+    seconds["forward"] = captured.forward_seconds
+    seconds["capture_reduce"] = captured.reduce_seconds
+
+    t = time.perf_counter()
+    report = analyze(captured, loaded.facts, probes, notices, environment(settings.seed), settings)
+    seconds["analyze"] = time.perf_counter() - t
+    return dataclasses.replace(report, run=RunStats({k: round(v, 2) for k, v in seconds.items()},
+                                                    round(peak_rss_mb(), 1)))

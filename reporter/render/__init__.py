@@ -1,0 +1,26 @@
+"""Stage 5: render a Report to HTML, PDF and JSON. Reads only the Report; never imports torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reporter.outputs import OutputPlan, write_atomic
+from reporter.report import Report, to_json
+
+
+def render_all(report: Report, plan: OutputPlan) -> list[Path]:
+    """Build every output in memory first, then write each one atomically."""
+    from reporter.render.html import render_html
+
+    blobs: list[tuple[Path, bytes]] = []
+    if plan.html is not None:
+        blobs.append((plan.html, render_html(report, medium="screen").encode("utf-8")))
+    if plan.pdf is not None:
+        from reporter.render.pdf import render_pdf
+
+        blobs.append((plan.pdf, render_pdf(report)))
+    if plan.json is not None:
+        blobs.append((plan.json, to_json(report).encode("utf-8")))
+    for path, data in blobs:
+        write_atomic(path, data)
+    return [p for p, _ in blobs]

@@ -1,0 +1,168 @@
+"""Figures as bytes: heatmaps as PNG, line plots as SVG. Deterministic: same report, same bytes."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from reporter.report import Report  # noqa: E402
+
+plt.rcParams.update({
+    "svg.hashsalt": "attn-report",  # stable element ids in SVG output
+    "svg.fonttype": "none",  # text stays text: selectable in the PDF, small in the HTML
+    "font.size": 8,
+    "font.family": "DejaVu Sans",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+})
+_CMAP = "magma_r"
+_THUMB_SCALE = 2  # nearest-neighbour upscaling so a 30-token map stays crisp at thumbnail size
+
+FAMILY_COLOURS = {
+    "previous_token": "#1f77b4",
+    "next_token": "#17becf",
+    "local": "#2ca02c",
+    "sink": "#d62728",
+    "delimiter_band": "#9467bd",
+    "broad": "#7f7f7f",
+    "induction": "#ff7f0e",
+    "mixed": "#c7c7c7",
+}
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def map_png(a: np.ndarray, scale: int = _THUMB_SCALE) -> bytes:
+    """One attention map [query, key] as a PNG, colour = sqrt(weight) on a fixed [0, 1] scale.
+
+    The square root lifts small weights into view; the fixed scale keeps heads comparable.
+    """
+    v = np.sqrt(np.clip(np.asarray(a, dtype=np.float64), 0.0, 1.0))
+    rgb = (matplotlib.colormaps[_CMAP](v)[..., :3] * 255).astype(np.uint8)
+    if scale > 1:
+        rgb = rgb.repeat(scale, 0).repeat(scale, 1)
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _png(fig: plt.Figure, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _svg(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _short(tok: str, n: int = 10) -> str:
+    t = tok.replace("Ġ", "·").replace("▁", "·").replace("Ċ", "⏎").replace("\n", "⏎")
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def ucurve_svg(report: Report) -> bytes:
+    """Mean attention against distance, log-log, with the null, the fit and the regions marked."""
+    dist = report.distance
+    d = np.array(dist.d, dtype=float)
+    a = np.array([np.nan if v is None else v for v in dist.mean_attention], dtype=float)
+    nul = np.array([np.nan if v is None else v for v in dist.null_mean_attention], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ok = (d >= 1) & np.isfinite(a) & (a > 0)
+    ax.loglog(d[ok], a[ok], color="#1f3b73", lw=1.2, label="measured A(d), key 0 excluded")
+    okn = (d >= 1) & np.isfinite(nul) & (nul > 0)
+    ax.loglog(d[okn], nul[okn], color="#999999", lw=1.0, ls="--", label="uniform attention (null)")
+    ax.axvspan(1, max(1.0, dist.recency_end), color="#f2c14e", alpha=0.18, lw=0, label="recency region")
+    g = dist.gamma
+    if g is not None:
+        lo, hi = g.fit_range
+        ax.axvspan(lo, hi, color="#5aa469", alpha=0.10, lw=0, label=f"tail fit window [{lo}, {hi}]")
+        sel = ok & (d >= lo) & (d <= hi)
+        if sel.any():
+            # draw the fitted slope through the geometric centre of the window's points
+            x0 = np.exp(np.log(d[sel]).mean())
+            y0 = np.exp(np.log(a[sel]).mean())
+            xs = np.array([lo, hi], dtype=float)
+            ax.loglog(xs, y0 * (xs / x0) ** (-g.value), color="#c0392b", lw=1.6,
+                      label=f"fit γ = {g.value:.3f}")
+    ax.set_xlabel("distance d = |i − j| (tokens)")
+    ax.set_ylabel("mean attention A(d)")
+    ax.set_title(f"U curve: sink share {dist.sink_share:.1%} kept apart, A(0) = {dist.self_share:.3f}",
+                 fontsize=8)
+    ax.legend(fontsize=7, frameon=False, loc="lower left")
+    return _svg(fig)
+
+
+def gamma_layers_svg(report: Report) -> bytes:
+    """γ of each layer's head-averaged curve, with the overall γ and the prediction as lines."""
+    vals = [np.nan if v is None else v for v in report.distance.gamma_per_layer]
+    fig, ax = plt.subplots(figsize=(6.4, 2.2))
+    ax.plot(range(len(vals)), vals, marker="o", ms=3, color="#1f3b73", lw=1, label="γ per layer")
+    if report.distance.gamma is not None:
+        ax.axhline(report.distance.gamma.value, color="#c0392b", lw=1, label="γ all layers")
+    if report.prediction.applies and report.prediction.gamma is not None:
+        ax.axhline(report.prediction.gamma, color="#5aa469", lw=1, ls=":", label="γ predicted (config)")
+    if report.distance.null_gamma is not None:
+        ax.axhline(report.distance.null_gamma.value, color="#999999", lw=1, ls="--", label="γ uniform (null)")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("γ")
+    ax.legend(fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.25))
+    return _svg(fig)
+
+
+def rollout_png(report: Report) -> bytes:
+    """Left: rollout after the last layer with tokens on the axes. Right: the readout row layer by layer."""
+    r = report.rollout
+    mat = np.array(r.matrix, dtype=float)
+    rows = np.array(r.rows_per_layer, dtype=float)
+    labels = [_short(t) for t in r.tokens]
+    n = len(labels)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.6), gridspec_kw={"width_ratios": [1, 1.3]})
+    im = ax1.imshow(np.sqrt(mat), cmap=_CMAP, vmin=0, vmax=1, interpolation="nearest")
+    ax1.set_xticks(range(n), labels, rotation=90, fontsize=5.5)
+    ax1.set_yticks(range(n), labels, fontsize=5.5)
+    ax1.set_xlabel("source token (key)")
+    ax1.set_ylabel("position (query)")
+    ax1.set_title("rollout after the last layer (√ scale)", fontsize=8)
+    ax2.imshow(np.sqrt(rows), cmap=_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax2.set_xticks(range(n), labels, rotation=90, fontsize=5.5)
+    ax2.set_ylabel("after layer")
+    ax2.set_title(f"where the {r.readout_label}'s information comes from, layer by layer", fontsize=8)
+    fig.colorbar(im, ax=ax2, fraction=0.03, pad=0.02, label="√ weight")
+    fig.tight_layout()
+    return _png(fig, dpi=120)
+
+
+@dataclass(frozen=True)
+class Figures:
+    thumbs: dict[tuple[int, int], str]  # (layer, head) -> data URI
+    ucurve: str
+    gamma_layers: str
+    rollout: str
+
+
+def render_figures(report: Report) -> Figures:
+    thumbs = {}
+    for layer, lmaps in enumerate(report.thumbnails.maps):
+        for head, hmap in enumerate(lmaps):
+            thumbs[(layer, head)] = data_uri(map_png(np.array(hmap, dtype=float)), "image/png")
+    return Figures(
+        thumbs=thumbs,
+        ucurve=data_uri(ucurve_svg(report), "image/svg+xml"),
+        gamma_layers=data_uri(gamma_layers_svg(report), "image/svg+xml"),
+        rollout=data_uri(rollout_png(report), "image/png"),
+    )

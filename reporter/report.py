@@ -1,0 +1,185 @@
+"""The contract between analysis and rendering: frozen, typed, plain data. The JSON is this, serialised.
+
+No HTML, no tensors, no numpy here: renderers read only these objects, and `to_json` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    source: str
+    architecture: str
+    model_type: str
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    is_causal: bool
+    position_encoding: str  # rope | absolute | alibi | none | other
+    rope_theta: float | None
+    partial_rotary_factor: float | None
+    max_position_embeddings: int | None
+    bos_added: bool
+    first_token: str
+    first_token_special: bool
+    dtype: str
+    attn_implementation: str
+    device: str
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    name: str
+    category: str
+    num_tokens: int
+    num_tokens_original: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class HeadResult:
+    layer: int  # 0-based
+    head: int  # 0-based
+    kv_group: int  # which key/value head this query head reads (grouped-query attention)
+    family: str
+    scores: dict[str, float | None]  # family -> mean row value in [0, 1]; None = does not apply
+    top2: tuple[tuple[str, float], ...]
+    entropy: float  # mean row entropy in nats (rows i >= 1)
+    sink_mass: float  # mean weight on token 0 (rows i >= 1)
+
+
+@dataclass(frozen=True)
+class GammaFit:
+    value: float
+    ci95: tuple[float, float] | None
+    r2: float
+    n_points: int
+    fit_range: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Distance:
+    d: tuple[int, ...]
+    mean_attention: tuple[float | None, ...]  # None where no (query, key) pair exists
+    null_mean_attention: tuple[float | None, ...]  # the same statistic for uniform attention
+    sink_share: float  # mean weight on token 0, kept out of the curve
+    self_share: float  # mean weight at d = 0
+    recency_end: int  # last distance of the recency region (where the curve first flattens)
+    gamma: GammaFit | None
+    null_gamma: GammaFit | None  # γ of perfectly uniform attention under the same probes and window
+    distinguishable_from_uniform: bool | None
+    gamma_per_layer: tuple[float | None, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    method: str
+    gamma: float | None
+    theta: float | None
+    T: int | None  # the context length the prediction is evaluated at: the longest analysed probe
+    z: float | None
+    applies: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rollout:
+    method: dict[str, Any]
+    probe: str
+    tokens: tuple[str, ...]
+    readout_index: int
+    readout_label: str
+    matrix: tuple[tuple[float, ...], ...]  # [query, key] after the last layer
+    rows_per_layer: tuple[tuple[float, ...], ...]  # [layer, key] readout row after each layer
+    raw_rows_per_layer: tuple[tuple[float, ...], ...]  # [layer, key] same row of the raw mean map
+    first_token_share_per_layer: tuple[float, ...]
+    first_token_share_by_probe: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Alert:
+    code: str
+    severity: str  # info | warning
+    title: str
+    message: str
+    heads: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Thumbnails:
+    probe: str
+    tokens: tuple[str, ...]
+    maps: tuple[tuple[tuple[tuple[float, ...], ...], ...], ...]  # [layer][head][query][key]
+
+
+@dataclass(frozen=True)
+class Environment:
+    python: str
+    torch: str
+    transformers: str
+    numpy: str
+    attn_report: str
+    platform: str
+    seed: int
+    probe_set: str
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """The only volatile part of the report: wall times and memory of this run."""
+
+    seconds: dict[str, float]
+    peak_rss_mb: float
+
+
+@dataclass(frozen=True)
+class Report:
+    schema_version: str
+    model: ModelInfo
+    probes: tuple[ProbeInfo, ...]
+    notices: tuple[str, ...]
+    settings: dict[str, Any]
+    heads: tuple[HeadResult, ...]
+    family_counts: dict[str, int]
+    distance: Distance
+    prediction: Prediction
+    rollout: Rollout
+    alerts: tuple[Alert, ...]
+    thumbnails: Thumbnails
+    environment: Environment
+    run: RunStats = field(default_factory=lambda: RunStats({}, 0.0))
+
+    def head(self, layer: int, head: int) -> HeadResult:
+        return self.heads[layer * self.model.num_heads + head]
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf -> None (JSON has no NaN), tuples -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def to_dict(report: Report) -> dict[str, Any]:
+    return _clean(asdict(report))  # type: ignore[no-any-return]
+
+
+def to_json(report: Report) -> str:
+    """Deterministic JSON: same report, same bytes."""
+    from reporter import __version__
+
+    doc = {"generator": f"attn-report {__version__}", **to_dict(report)}
+    return json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
