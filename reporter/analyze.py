@@ -149,7 +149,7 @@ def build_rollout(c: Captured, facts: ModelFacts, s: Settings) -> Rollout:
     return Rollout(
         method={"residual": s.rollout_residual, "head_fusion": "mean", "discard_ratio": 0.0,
                 "renormalise_rows": True, "reference": "Abnar & Zuidema 2020"},
-        probe="prose",
+        probe=c.display_probe,
         tokens=c.display_tokens,
         readout_index=c.readout_index,
         readout_label=label,
@@ -228,7 +228,7 @@ def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notice
         counts[h.family] += 1
     assert c.thumbnails is not None
     thumbs = Thumbnails(
-        probe="prose", tokens=c.display_tokens,
+        probe=c.display_probe, tokens=c.display_tokens,
         maps=tuple(tuple(tuple(tuple(_r(v, 3) for v in row) for row in hmap) for hmap in lmap)
                    for lmap in c.thumbnails),
     )

@@ -17,7 +17,7 @@ import numpy as np
 from reporter.distance import by_distance, pair_counts, uniform_map
 from reporter.errors import CaptureCheckError, UnsupportedModelError
 from reporter.load import LoadedModel
-from reporter.probes import DISPLAY_PROBE, TokenizedProbe
+from reporter.probes import TokenizedProbe, display_probe_name
 from reporter.scores import FAMILIES, SCORERS, MapContext, row_entropy
 from reporter.settings import Settings
 
@@ -45,6 +45,7 @@ class Captured:
     unit_pairs: list[np.ndarray] = field(default_factory=list)  # per (probe, block): [D] pairs x L x H
     null_unit_sums: list[np.ndarray] = field(default_factory=list)  # same, for uniform attention
     thumbnails: np.ndarray | None = None  # [L, H, m, m] display probe (fp32)
+    display_probe: str = ""
     display_tokens: tuple[str, ...] = ()
     rollout: np.ndarray | None = None  # [m, m] display probe rollout after the last layer
     rollout_rows: np.ndarray | None = None  # [L, m] readout row of rollout after each layer
@@ -78,7 +79,7 @@ class _Reducer:
     """Holds the running sums for one run and folds one layer's map at a time into them."""
 
     def __init__(self, n_layers: int, n_heads: int, d_max: int, is_causal: bool, dtype: str,
-                 settings: Settings) -> None:
+                 settings: Settings, display_probe: str) -> None:
         self.s = settings
         self.is_causal = is_causal
         self.tol = settings.row_sum_tolerance * _ROW_SUM_TOL.get(dtype, 1.0)
@@ -88,7 +89,7 @@ class _Reducer:
             family_sums=np.zeros((n_layers, n_heads, f)), family_rows=np.zeros((n_layers, n_heads, f)),
             entropy_sum=np.zeros((n_layers, n_heads)), entropy_rows=np.zeros((n_layers, n_heads)),
             dist_sums=np.zeros((n_layers, n_heads, d_max)), dist_pairs=np.zeros(d_max),
-            sink_sum=np.zeros((n_layers, n_heads)), sink_rows=0,
+            sink_sum=np.zeros((n_layers, n_heads)), sink_rows=0, display_probe=display_probe,
         )
         self.probe: TokenizedProbe | None = None
         self.ctx: MapContext | None = None
@@ -105,7 +106,7 @@ class _Reducer:
         n_blocks = -(-n // self.s.query_block)
         self.block_sums = np.zeros((n_blocks, self.c.dist_pairs.shape[0]))
         self.rollout = np.eye(n)
-        self.display = probe.name == DISPLAY_PROBE and self.c.thumbnails is None
+        self.display = probe.name == self.c.display_probe and self.c.thumbnails is None
         if self.display:
             m = min(n, self.s.thumbnail_max_tokens)
             self.c.display_tokens = probe.tokens[:m]
@@ -233,7 +234,8 @@ def capture(loaded: LoadedModel, probes: list[TokenizedProbe], settings: Setting
                                     "attn-report needs a model whose attention modules return their weights")
     n_layers = len(mods)
     d_max = max(p.n_tokens for p in probes)
-    red = _Reducer(n_layers, facts.num_heads, d_max, facts.is_causal, facts.dtype, settings)
+    red = _Reducer(n_layers, facts.num_heads, d_max, facts.is_causal, facts.dtype, settings,
+                   display_probe_name(probes))
     seen: list[int] = []
 
     def make_hook(layer: int, index: int) -> Any:

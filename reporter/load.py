@@ -182,6 +182,8 @@ def convert_gguf(gguf: Path) -> Path:
     from transformers import AutoModel, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # no completion marker: never trust it, convert again
+        shutil.rmtree(target, ignore_errors=True)
     log.info("converting %s to safetensors (first run only) ...", gguf.name)
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

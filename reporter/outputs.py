@@ -35,6 +35,9 @@ def plan_outputs(out: str, pdf: str | None, json_path: str | None, no_json: bool
     html_p = out_p if kind == "html" else None
     pdf_p = out_p if kind == "pdf" else None
     if pdf:
+        if kind == "pdf":
+            raise InputError(f"--out '{out}' is already a PDF, so --pdf '{pdf}' would replace it",
+                             "use --out report.html --pdf report.pdf for both formats")
         extra = Path(pdf).expanduser()
         if extra.suffix.lower() != ".pdf":
             raise InputError(f"--pdf '{pdf}' must end in .pdf", "rename the output")

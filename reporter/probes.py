@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ Category = Literal["prose", "delimiters", "code", "induction", "long", "user"]
 MAX_PROBE_FILE_BYTES = 1_000_000  # a probe file is text a person wrote; 1 MB is far past that
 INDUCTION_PERIOD = 64  # length of the random block that is repeated
 DISPLAY_PROBE = "prose"
+_BYTE_WHITESPACE = re.compile(r"<0x0[9AD]>")
 
 _DATA = Path(__file__).parent / "data" / "probes"
 # (name, category, file): the bundled set. The induction probe is generated from the vocabulary.
@@ -56,6 +58,12 @@ class TokenizedProbe:
         return self.n_tokens < self.n_tokens_original
 
 
+def display_probe_name(probes: list[TokenizedProbe]) -> str:
+    """The probe shown in the head grid and rollout: the bundled short prose, else the first probe."""
+    names = [p.name for p in probes]
+    return DISPLAY_PROBE if DISPLAY_PROBE in names else names[0]
+
+
 def bundled_probes() -> list[Probe]:
     return [Probe(n, c, (_DATA / f).read_text(encoding="utf-8").strip()) for n, c, f in _BUNDLED]
 
@@ -78,7 +86,7 @@ def read_probe_file(path: str | Path) -> list[Probe]:
     except UnicodeDecodeError as exc:
         raise InputError(f"probe file '{path}' is not UTF-8 (bad byte at offset {exc.start})",
                          "re-save it as UTF-8") from None
-    blocks = [b.strip() for b in text.replace("\r\n", "\n").split("\n\n")]
+    blocks = [b.strip() for b in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n"))]
     blocks = [b for b in blocks if b]
     if not blocks:
         raise InputError(f"probe file '{path}' is empty", "write one or more paragraphs separated by blank lines")
@@ -94,7 +102,10 @@ def is_delimiter_token(token_str: str, is_special: bool) -> bool:
     """Punctuation, whitespace/newline or special tokens ([CLS], [SEP], BOS, ...)."""
     if is_special:
         return True
-    core = token_str.replace("Ġ", "").replace("▁", "").replace("Ċ", "\n").replace("##", "")
+    if _BYTE_WHITESPACE.fullmatch(token_str):
+        return True  # SentencePiece byte fallback for tab, newline, carriage return
+    core = token_str.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n").replace("ĉ", "\t").replace("č", "\r")
+    core = core.replace("##", "")
     if core.strip() == "":
         return True  # whitespace or newline tokens
     return all(unicodedata.category(ch).startswith("P") or ch.isspace() for ch in core)
@@ -146,6 +157,7 @@ def induction_probe(tokenizer: Any, *, seed: int, max_tokens: int, special: set[
     rng = np.random.default_rng(seed)
     vocab = int(getattr(tokenizer, "vocab_size", 0) or len(tokenizer))
     lo = min(1000, vocab // 4)  # skip the low ids, where byte and special tokens usually live
+    period = min(period, len(set(range(lo, vocab)) - special))  # a tiny vocabulary caps the block
     block: list[int] = []
     while len(block) < period:
         t = int(rng.integers(lo, vocab))

@@ -1,0 +1,137 @@
+"""The CLI end to end on tiny models: outputs, contract, determinism, escaping, and bad input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import load_json, run_cli
+
+REQUIRED_MODEL_FIELDS = {"id", "architecture", "num_layers", "num_heads", "num_kv_heads", "position_encoding",
+                         "rope_theta", "max_position_embeddings", "bos_added", "dtype"}
+
+
+@pytest.fixture(scope="module")
+def llama_run(tiny_models: dict[str, Path], short_probes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("llama_out")
+    res = run_cli(str(tiny_models["llama"]), "--out", str(out / "r.html"), "--pdf", str(out / "r.pdf"),
+                  "--probes", str(short_probes), "--max-tokens", "96", "-q")
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_writes_html_pdf_and_json_beside_the_report(llama_run: Path) -> None:
+    assert {p.name for p in llama_run.iterdir()} == {"r.html", "r.pdf", "r.json"}
+
+
+def test_json_holds_the_contract_fields(llama_run: Path) -> None:
+    d = load_json(llama_run / "r.json")
+    assert d["schema_version"] and REQUIRED_MODEL_FIELDS <= set(d["model"])
+    assert d["model"]["num_layers"] == 2 and d["model"]["num_heads"] == 4 and d["model"]["num_kv_heads"] == 2
+    assert len(d["heads"]) == 8
+    assert {"layer", "head", "family", "scores", "entropy", "sink_mass"} <= set(d["heads"][0])
+    assert [h["kv_group"] for h in d["heads"][:4]] == [0, 0, 1, 1]
+    assert {"d", "mean_attention", "gamma"} <= set(d["distance"])
+    assert {"method", "gamma", "theta", "T", "applies", "reason"} <= set(d["prediction"])
+    assert d["prediction"]["applies"] and d["prediction"]["theta"] == 10000.0
+    assert {"python", "torch", "transformers", "attn_report"} <= set(d["environment"])
+    assert all({"name", "category", "num_tokens"} <= set(p) for p in d["probes"])
+    assert any(p["category"] == "induction" for p in d["probes"])
+    assert sum(d["family_counts"].values()) == 8
+
+
+def test_prediction_matches_the_closed_form_at_the_longest_probe(llama_run: Path) -> None:
+    d = load_json(llama_run / "r.json")
+    T = max(p["num_tokens"] for p in d["probes"])
+    z = 2**0.5 * T / 10000.0
+    assert d["prediction"]["T"] == T
+    assert d["prediction"]["gamma"] == pytest.approx((2 - z) / (2 + z), abs=1e-6)
+
+
+def test_html_is_self_contained(llama_run: Path) -> None:
+    html = (llama_run / "r.html").read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html)
+    assert "<link" not in html and "@import" not in html
+    for section in ("summary", "alerts", "reading", "heads", "rollout", "distance", "table", "method"):
+        assert f'id="{section}"' in html
+    for href in re.findall(r'href="#([^"]+)"', html):
+        assert f'id="{href}"' in html, f"dangling internal link #{href}"
+
+
+def test_probe_text_is_escaped_in_html(llama_run: Path) -> None:
+    html = (llama_run / "r.html").read_text(encoding="utf-8")
+    assert "<b>" not in html  # from the probe "<b>bold</b>"
+    assert "&lt;" in html
+
+
+def test_pdf_is_valid_with_pages(llama_run: Path) -> None:
+    from pypdf import PdfReader
+
+    reader = PdfReader(str(llama_run / "r.pdf"))
+    assert len(reader.pages) >= 1
+    assert "attn-report" in reader.pages[0].extract_text()
+
+
+def test_same_input_gives_the_same_json(tiny_models: dict[str, Path], short_probes: Path, tmp_path: Path) -> None:
+    outs = []
+    for i in range(2):
+        res = run_cli(str(tiny_models["gpt2"]), "--out", str(tmp_path / f"r{i}.html"), "--probes", str(short_probes),
+                      "--max-tokens", "64", "-q")
+        assert res.returncode == 0, res.stderr
+        d = load_json(tmp_path / f"r{i}.json")
+        d.pop("run")
+        outs.append(d)
+    assert outs[0] == outs[1]
+
+
+def test_absolute_position_model_says_not_applicable(tiny_models: dict[str, Path], short_probes: Path,
+                                                     tmp_path: Path) -> None:
+    res = run_cli(str(tiny_models["bert"]), "--out", str(tmp_path / "b.html"), "--probes", str(short_probes), "-q")
+    assert res.returncode == 0, res.stderr
+    d = load_json(tmp_path / "b.json")
+    assert d["prediction"]["applies"] is False and d["prediction"]["gamma"] is None
+    assert "absolute" in d["prediction"]["reason"]
+    assert "not applicable" in (tmp_path / "b.html").read_text(encoding="utf-8")
+    assert all(h["scores"]["next_token"] is not None for h in d["heads"])
+
+
+def test_causal_model_has_no_next_token_score(llama_run: Path) -> None:
+    d = load_json(llama_run / "r.json")
+    assert all(h["scores"]["next_token"] is None for h in d["heads"])
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--out", "{tmp}/r.txt"], "unknown suffix"),
+    (["--out", "{tmp}/missing/r.html"], "does not exist"),
+    (["--probes", "{tmp}/none.txt", "--out", "{tmp}/r.html"], "does not exist"),
+])
+def test_bad_input_exits_2_with_one_line(tiny_models: dict[str, Path], tmp_path: Path, args: list[str],
+                                         needle: str) -> None:
+    res = run_cli(str(tiny_models["gpt2"]), *[a.format(tmp=tmp_path) for a in args])
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0]
+    assert "Traceback" not in res.stderr
+    assert not list(tmp_path.glob("r.*"))
+
+
+def test_missing_model_path_exits_2(tmp_path: Path) -> None:
+    res = run_cli(str(tmp_path / "no-such-model"), "--out", str(tmp_path / "r.html"))
+    assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_foreign_file_is_never_overwritten(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "notes.html"
+    target.write_text("my own notes")
+    res = run_cli(str(tiny_models["gpt2"]), "--out", str(target))
+    assert res.returncode == 2 and "not written by attn-report" in res.stderr
+    assert target.read_text() == "my own notes"
+
+
+def test_own_report_is_replaced(llama_run: Path, tiny_models: dict[str, Path], short_probes: Path) -> None:
+    res = run_cli(str(tiny_models["gpt2"]), "--out", str(llama_run / "r.html"), "--no-json", "--probes",
+                  str(short_probes), "-q")
+    assert res.returncode == 0, res.stderr
+    assert "GPT2Model" in (llama_run / "r.html").read_text(encoding="utf-8")
