@@ -164,7 +164,7 @@ def build_rollout(c: Captured, facts: ModelFacts, s: Settings) -> Rollout:
 def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred: Prediction,
                 roll: Rollout, probes: list[TokenizedProbe], s: Settings) -> list[Alert]:
     alerts: list[Alert] = []
-    first = facts.first_token_str
+    first = roll.tokens[0] if roll.tokens else facts.first_token_str  # token 0 of the probe shown
     sinks = [(h.layer, h.head) for h in heads if h.sink_mass > s.alert_sink_share]
     if sinks:
         alerts.append(make_alert(
@@ -176,7 +176,7 @@ def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred
         alerts.append(make_alert(
             AlertKind.SINK_ON_FIRST_WORD,
             f"The tokenizer adds no BOS token, so the first-token sink lands on the first real token of each "
-            f"probe ('{first}' in the test string). Weight there is the sink, not interest in that word."))
+            f"probe ('{first}' in the probe shown). Weight there is the sink, not interest in that word."))
     if not facts.is_causal and facts.first_token_special:
         alerts.append(make_alert(
             AlertKind.SINK_ON_SPECIAL,

@@ -182,4 +182,5 @@ def to_json(report: Report) -> str:
     from reporter import __version__
 
     doc = {"generator": f"attn-report {__version__}", **to_dict(report)}
-    return json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    # Compact: the thumbnails alone are L x H x n x n numbers; `jq .` pretty-prints for reading.
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"

@@ -127,7 +127,7 @@ def test_uniform_causal_map_scores_one_on_broad():
     n = 64
     vals = score_broad(uniform_causal(n), ctx(n))
     assert vals.shape == (1, n - S.broad_min_keys + 1)  # rows seeing >= 8 keys
-    np.testing.assert_allclose(vals, 1.0, atol=1e-12)
+    np.testing.assert_allclose(vals, 1.0, atol=1e-6)  # float32 statistics
 
 
 def test_uniform_causal_map_stays_below_every_other_bar():
