@@ -64,10 +64,16 @@ def main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: 
     or a hub id (org/name, where the hub is reachable). Default: smollm2-135m.
     """
     level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("reporter").setLevel(level)
-    for noisy in ("matplotlib", "PIL", "fontTools", "weasyprint", "httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    if not verbose:  # libraries' warnings (hub retries, font subsetting) are noise in a CI log
+        for noisy in ("matplotlib", "PIL", "fontTools", "weasyprint", "httpx", "urllib3", "filelock",
+                      "huggingface_hub", "transformers"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         code = _main(model, out, pdf, json_path, no_json, probes_file, max_tokens, device, dtype, revision,
                      trust_remote_code)

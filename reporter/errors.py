@@ -17,7 +17,8 @@ class AttnReportError(Exception):
         """One line for stderr: what is wrong, then what to do."""
         text = self.message.rstrip(".")
         if self.hint:
-            text += f". {self.hint.rstrip('.')}."
+            hint = self.hint.rstrip(".")
+            text += f". {hint[:1].upper()}{hint[1:]}."
         else:
             text += "."
         return " ".join(text.split())

@@ -279,6 +279,8 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         folder = str(convert_gguf(Path(res.ref)))
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if res.kind == "hub":
+        kwargs["local_files_only"] = _hub_fallback_to_cache(res.ref, revision)
     try:
         config = AutoConfig.from_pretrained(folder, **kwargs)
     except Exception as exc:
@@ -336,6 +338,33 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         device=device,
     )
     return LoadedModel(net, tokenizer, facts)
+
+
+def _hub_fallback_to_cache(repo_id: str, revision: str | None) -> bool:
+    """True when the hub cannot be reached but the model is cached; raise when it is neither.
+
+    Checked up front because the hub client otherwise retries for half a minute before failing.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    reachable = False
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "", 443)
+            reachable = True
+        except OSError:
+            reachable = False
+    if reachable:
+        return False
+    if cached:
+        return True
+    raise ModelLoadError(f"cannot load '{repo_id}': the model hub is not reachable and the model is not in the "
+                         "local hub cache",
+                         "pass a local folder, a .gguf file or a builtin alias (" + ", ".join(BUILTINS) + ")")
 
 
 def _load_error(model: str, res: Resolved, exc: BaseException) -> ModelLoadError:

@@ -72,12 +72,15 @@ def check_writable(path: Path, inputs: set[Path]) -> None:
 
 
 def written_by_us(path: Path) -> bool:
+    """HTML and JSON carry the mark near their start, a PDF in its trailer at the end."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(65536)
+            fh.seek(max(0, path.stat().st_size - 65536))
+            tail = fh.read()
     except OSError:
         return False
-    return MARK in head
+    return MARK in head or MARK in tail
 
 
 def write_atomic(path: Path, data: bytes) -> None:

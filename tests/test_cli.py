@@ -135,3 +135,18 @@ def test_own_report_is_replaced(llama_run: Path, tiny_models: dict[str, Path], s
                   str(short_probes), "-q")
     assert res.returncode == 0, res.stderr
     assert "GPT2Model" in (llama_run / "r.html").read_text(encoding="utf-8")
+
+
+def test_hub_id_while_offline_fails_fast_with_a_hint(tmp_path: Path) -> None:
+    res = run_cli("some-org/not-cached-model", "--out", str(tmp_path / "r.html"),
+                  env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}, timeout=120)
+    assert res.returncode == 2
+    assert "hub is not reachable" in res.stderr and "builtin alias" in res.stderr
+    assert "Traceback" not in res.stderr and not list(tmp_path.glob("r.*"))
+
+
+def test_own_pdf_is_recognised_and_replaced(llama_run: Path, tiny_models: dict[str, Path],
+                                            short_probes: Path) -> None:
+    res = run_cli(str(tiny_models["gpt2"]), "--out", str(llama_run / "r.pdf"), "--no-json", "--probes",
+                  str(short_probes), "--max-tokens", "32", "-q")
+    assert res.returncode == 0, res.stderr

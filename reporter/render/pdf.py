@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from reporter.outputs import MARK
 from reporter.render.html import render_html
 from reporter.report import Report
 
@@ -15,4 +16,5 @@ def render_pdf(report: Report) -> bytes:
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     html = render_html(report, medium="print")
     doc = weasyprint.HTML(string=html, base_url=None)
-    return doc.write_pdf()  # type: ignore[no-any-return]
+    # The identifier lands in the uncompressed trailer, where outputs.written_by_us finds it.
+    return doc.write_pdf(pdf_identifier=MARK)  # type: ignore[no-any-return]
