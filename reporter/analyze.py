@@ -17,6 +17,7 @@ from reporter.report import (
     Alert,
     Distance,
     Environment,
+    GalleryItem,
     GammaFit,
     HeadResult,
     ModelInfo,
@@ -213,6 +214,25 @@ def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred
     return alerts
 
 
+def build_gallery(heads: list[HeadResult], c: Captured) -> list[GalleryItem]:
+    """For each family present, its highest-scoring head, on the probe where the pattern shows."""
+    items = []
+    for fam in FAMILIES:
+        members = [h for h in heads if h.family == fam]
+        if not members:
+            continue
+        best = max(members, key=lambda h: (h.scores[fam] or 0.0, -h.layer, -h.head))
+        if fam == "induction" and c.induction_maps is not None:
+            amap, probe, tokens = c.induction_maps[best.layer, best.head], "induction_random", c.induction_tokens
+        else:
+            assert c.thumbnails is not None
+            amap, probe, tokens = c.thumbnails[best.layer, best.head], c.display_probe, c.display_tokens
+        items.append(GalleryItem(
+            family=fam, layer=best.layer, head=best.head, score=float(best.scores[fam] or 0.0), probe=probe,
+            tokens=tuple(tokens), map=tuple(tuple(_r(v, 3) for v in row) for row in amap)))
+    return items
+
+
 def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notices: list[str],
             environment: Environment, s: Settings) -> Report:
     """Everything the renderers need, as plain data."""
@@ -254,5 +274,6 @@ def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notice
         rollout=roll,
         alerts=tuple(alerts),
         thumbnails=thumbs,
+        gallery=tuple(build_gallery(heads, c)),
         environment=environment,
     )

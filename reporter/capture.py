@@ -16,7 +16,7 @@ import numpy as np
 
 from reporter.distance import by_distance, pair_counts, uniform_map
 from reporter.errors import CaptureCheckError, UnsupportedModelError
-from reporter.load import LoadedModel
+from reporter.load import LoadedModel, ModelFacts
 from reporter.probes import TokenizedProbe, display_probe_name
 from reporter.scores import FAMILIES, SCORERS, MapContext, row_entropy
 from reporter.settings import Settings
@@ -51,6 +51,8 @@ class Captured:
     rollout_rows: np.ndarray | None = None  # [L, m] readout row of rollout after each layer
     raw_rows: np.ndarray | None = None  # [L, m] same readout row of the head-averaged raw map
     readout_index: int = 0
+    induction_maps: np.ndarray | None = None  # [L, H, n, n] the repeated random-token probe, for the gallery
+    induction_tokens: tuple[str, ...] = ()
     rollout_first_share: dict[str, float] = field(default_factory=dict)  # probe -> final readout on token 0
     n_maps_checked: int = 0
     forward_seconds: float = 0.0
@@ -79,9 +81,10 @@ class _Reducer:
     """Holds the running sums for one run and folds one layer's map at a time into them."""
 
     def __init__(self, n_layers: int, n_heads: int, d_max: int, is_causal: bool, dtype: str,
-                 settings: Settings, display_probe: str) -> None:
+                 settings: Settings, display_probe: str, sink_applies: bool = True) -> None:
         self.s = settings
         self.is_causal = is_causal
+        self.sink_applies = sink_applies
         self.tol = settings.row_sum_tolerance * _ROW_SUM_TOL.get(dtype, 1.0)
         f = len(FAMILIES)
         self.c = Captured(
@@ -102,7 +105,7 @@ class _Reducer:
         self.probe = probe
         start = _prefix_len(probe) if probe.period is not None else 0
         self.ctx = MapContext(self.is_causal, np.array(probe.is_delimiter, dtype=bool), self.s,
-                              probe.period, start)
+                              probe.period, start, self.sink_applies)
         n_blocks = -(-n // self.s.query_block)
         self.block_sums = np.zeros((n_blocks, self.c.dist_pairs.shape[0]))
         self.rollout = np.eye(n)
@@ -159,6 +162,11 @@ class _Reducer:
         self._add_blocks(by_d.sum(0))
         mean_map = a.mean(0)  # [query, key] heads averaged
         self._rollout_step(mean_map, layer)
+        if self.probe.period is not None:
+            if c.induction_maps is None or c.induction_maps.shape[-1] != n:
+                c.induction_maps = np.zeros((c.n_layers, c.n_heads, n, n), dtype=np.float32)
+                c.induction_tokens = self.probe.tokens
+            c.induction_maps[layer] = a
         if self.display:
             m = c.thumbnails.shape[-1] if c.thumbnails is not None else 0
             assert c.thumbnails is not None and c.raw_rows is not None
@@ -213,6 +221,11 @@ class _Reducer:
             self.display = False
 
 
+def sink_applies(facts: ModelFacts) -> bool:
+    """A first-token sink is scored unless token 0 is an encoder's special token ([CLS])."""
+    return facts.is_causal or not facts.first_token_special
+
+
 def _prefix_len(probe: TokenizedProbe) -> int:
     """Tokens before the first random block of the induction probe (BOS or [CLS], if any)."""
     assert probe.period is not None
@@ -235,7 +248,7 @@ def capture(loaded: LoadedModel, probes: list[TokenizedProbe], settings: Setting
     n_layers = len(mods)
     d_max = max(p.n_tokens for p in probes)
     red = _Reducer(n_layers, facts.num_heads, d_max, facts.is_causal, facts.dtype, settings,
-                   display_probe_name(probes))
+                   display_probe_name(probes), sink_applies=sink_applies(facts))
     seen: list[int] = []
 
     def make_hook(layer: int, index: int) -> Any:

@@ -122,6 +122,19 @@ class Thumbnails:
 
 
 @dataclass(frozen=True)
+class GalleryItem:
+    """The clearest head of one family, drawn large with its tokens on the axes."""
+
+    family: str
+    layer: int
+    head: int
+    score: float
+    probe: str
+    tokens: tuple[str, ...]
+    map: tuple[tuple[float, ...], ...]  # [query, key]
+
+
+@dataclass(frozen=True)
 class Environment:
     python: str
     torch: str
@@ -155,6 +168,7 @@ class Report:
     rollout: Rollout
     alerts: tuple[Alert, ...]
     thumbnails: Thumbnails
+    gallery: tuple[GalleryItem, ...]
     environment: Environment
     run: RunStats = field(default_factory=lambda: RunStats({}, 0.0))
 

@@ -34,6 +34,9 @@ class MapContext:
     settings: Settings
     period: int | None = None  # induction probe: distance between a token and its earlier copy
     period_start: int = 0  # induction probe: index of the first token of the first random block
+    # False for encoders whose token 0 is [CLS]: weight there belongs to the special-token band
+    # (scored by delimiter_band), not to a first-token sink (Clark et al. 2019).
+    sink_applies: bool = True
 
 
 def _visible(n: int, is_causal: bool) -> np.ndarray:
@@ -86,7 +89,10 @@ def score_sink(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
 
     1 = every row parks all of its weight on the first token. A high value is structural (rows must
     sum to 1 and the first token is always visible), not a sign that token 0 is important.
+    Empty (does not apply) for encoders whose token 0 is a special token such as [CLS].
     """
+    if not ctx.sink_applies:
+        return np.zeros((attn.shape[0], 0), dtype=attn.dtype)
     return attn[:, 1:, 0]
 
 
@@ -95,11 +101,12 @@ def score_delimiter_band(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
 
     Per row: obs = weight on visible delimiter keys j >= 1; exp = their share of visible keys;
     value = clip((obs - exp) / (1 - exp), 0, 1). 0 = no more than a uniform row would give, 1 = all
-    weight on delimiters. Key 0 is left to the sink score. Rows that see no delimiter are not counted.
+    weight on delimiters. Key 0 is left to the sink score, except in encoders where it is [CLS] and
+    part of the special-token band. Rows that see no delimiter are not counted.
     """
     n = attn.shape[-1]
     delim = ctx.is_delimiter.astype(bool).copy()
-    delim[0] = False
+    delim[0] = delim[0] and not ctx.sink_applies
     vis = _visible(n, ctx.is_causal)
     tri = np.tril(np.ones((n, n), dtype=bool)) if ctx.is_causal else np.ones((n, n), dtype=bool)
     dmask = tri & delim[None, :]  # [query, key]

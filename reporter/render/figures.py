@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from reporter.report import Report  # noqa: E402
+from reporter.report import GalleryItem, Report  # noqa: E402
 
 plt.rcParams.update({
     "svg.hashsalt": "attn-report",  # stable element ids in SVG output
@@ -147,12 +147,31 @@ def rollout_png(report: Report) -> bytes:
     return _png(fig, dpi=120)
 
 
+def gallery_png(item: GalleryItem) -> bytes:
+    """One head's map drawn large, tokens on both axes (thinned when there are many)."""
+    a = np.array(item.map, dtype=float)
+    n = a.shape[0]
+    step = max(1, -(-n // 48))
+    labels = [_short(t, 8) for t in item.tokens[:n]]
+    fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    ax.imshow(np.sqrt(np.clip(a, 0, 1)), cmap=_CMAP, vmin=0, vmax=1, interpolation="nearest")
+    ticks = list(range(0, n, step))
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=4.5)
+    ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=4.5)
+    ax.set_xlabel("key", fontsize=6)
+    ax.set_ylabel("query", fontsize=6)
+    ax.set_title(f"head {item.layer}.{item.head} · {item.family.replace('_', ' ')} {item.score:.2f}\n"
+                 f"probe “{item.probe}”", fontsize=7)
+    return _png(fig, dpi=130)
+
+
 @dataclass(frozen=True)
 class Figures:
     thumbs: dict[tuple[int, int], str]  # (layer, head) -> data URI
     ucurve: str
     gamma_layers: str
     rollout: str
+    gallery: tuple[str, ...]  # data URIs, in the order of report.gallery
 
 
 def render_figures(report: Report) -> Figures:
@@ -165,4 +184,5 @@ def render_figures(report: Report) -> Figures:
         ucurve=data_uri(ucurve_svg(report), "image/svg+xml"),
         gamma_layers=data_uri(gamma_layers_svg(report), "image/svg+xml"),
         rollout=data_uri(rollout_png(report), "image/png"),
+        gallery=tuple(data_uri(gallery_png(g), "image/png") for g in report.gallery),
     )

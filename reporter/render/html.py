@@ -8,7 +8,7 @@ import jinja2
 
 from reporter.render.assets import data_filename
 from reporter.render.figures import FAMILY_COLOURS, Figures, render_figures
-from reporter.report import Report
+from reporter.report import HeadResult, Report
 from reporter.scores import FAMILIES
 
 FAMILY_LABELS = {
@@ -36,6 +36,27 @@ def pct(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:.{digits}%}"
 
 
+SHORT_LABELS = {
+    "previous_token": "prev", "next_token": "next", "local": "local", "sink": "sink",
+    "delimiter_band": "delim", "broad": "broad", "induction": "induct", "mixed": "mixed",
+}
+
+
+def head_label(head: HeadResult) -> str:
+    """Thumbnail caption: 'sink .67'; a mixed head shows its best score: 'mixed: prev .31'."""
+    if head.family == "mixed":
+        if not head.top2:
+            return "mixed"
+        fam, val = head.top2[0]
+        return f"mixed: {SHORT_LABELS[fam]} {val:.2f}".replace(" 0.", " .")
+    val = head.scores.get(head.family) or 0.0
+    return f"{SHORT_LABELS[head.family]} {val:.2f}".replace(" 0.", " .").replace(" 1.00", " 1")
+
+
+def top2_str(head: HeadResult) -> str:
+    return ", ".join(f"{FAMILY_LABELS[f]} {v:.2f}" for f, v in head.top2)
+
+
 def head_name(pair: Any) -> str:
     layer, head = pair
     return f"{layer}.{head}"
@@ -54,7 +75,8 @@ def make_env() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(fmt=fmt, pct=pct, head_name=head_name, token_str=token_str)
+    env.filters.update(fmt=fmt, pct=pct, head_name=head_name, token_str=token_str, head_label=head_label,
+                       top2_str=top2_str)
     return env
 
 
