@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from reporter.alerts import AlertKind, heads_str, make_alert
 from reporter.capture import Captured
-from reporter.distance import bootstrap_gamma, fit_tail, mean_curve
+from reporter.distance import bootstrap_gammas, fit_tail, mean_curve, percentile_ci
 from reporter.load import ModelFacts
 from reporter.probes import PROBE_SET_VERSION, TokenizedProbe
 from reporter.report import (
@@ -64,8 +65,27 @@ def score_heads(c: Captured, facts: ModelFacts, has_induction: bool, s: Settings
     return out
 
 
+def pade_gamma(theta: float, T: float) -> float:
+    """γ_Padé = (2 − z) / (2 + z), z = √2·T/θ (Marín 2026). 1 at T = 0, 1/3 at T = θ/√2, 0 at T = √2·θ."""
+    z = math.sqrt(2.0) * T / theta
+    return (2.0 - z) / (2.0 + z)
+
+
+_REGIME_TEXT = {
+    "normal": "the measured decay matches the RoPE geometry: η is within 15% of 1.",
+    "compressed": "attention decays much faster than the geometry predicts, as if θ were about η times as large; "
+                  "instruction tuning, sliding windows and recency-specialised heads all do this.",
+    "over_pade": "attention decays more slowly than the geometry predicts: the model reads further than its θ "
+                 "suggests.",
+    "phase_b": "γ ≥ 1: the tail falls at least as fast as 1/d, outside the range the closed form describes.",
+    "unknown": "η lies between the bands; no regime is claimed.",
+}
+PRIOR_CAVEAT = ("The closed form is an architecture-only prior: it knows θ and T, nothing about training. "
+                "Instruction tuning, sliding windows and undertraining are known to break it.")
+
+
 def predict_gamma(facts: ModelFacts, T: int) -> Prediction:
-    """The config's closed-form γ, or 'not applicable' with the reason."""
+    """The config's closed-form γ at the analysed span T and at the trained context, or 'not applicable'."""
     pe = facts.position_encoding
     if pe != "rope" or facts.rope_theta is None:
         reasons = {
@@ -77,24 +97,76 @@ def predict_gamma(facts: ModelFacts, T: int) -> Prediction:
         }
         return Prediction(PREDICTION_METHOD, None, None, T, None, False, reasons.get(pe, reasons["other"]))
     theta = facts.rope_theta
-    z = math.sqrt(2.0) * T / theta
-    gamma = (2.0 - z) / (2.0 + z)
+    theta_eff, t_scale, note = theta, 1.0, ""
+    kind, factor = facts.rope_scaling_type, facts.rope_scaling_factor
+    if kind and factor:
+        if kind in ("linear", "dynamic"):
+            t_scale = 1.0 / factor
+            note = f"{kind} RoPE scaling ×{factor:g}: evaluated at T/{factor:g} (first-order estimate)"
+        elif kind in ("yarn", "ntk", "llama3", "longrope"):
+            theta_eff = theta * factor
+            note = f"{kind} RoPE scaling ×{factor:g}: evaluated with θ·{factor:g} (first-order estimate)"
+        else:
+            note = f"RoPE scaling '{kind}' is not modelled; plain θ used"
     reason = f"RoPE with θ = {theta:g}; T = {T} tokens, the longest probe analysed"
     if facts.partial_rotary_factor not in (None, 1, 1.0):
-        reason += f"; only {facts.partial_rotary_factor:g} of each head's dimensions rotate, which the form ignores"
-    if gamma <= 0:
+        reason += (f"; only {facts.partial_rotary_factor:g} of each head's dimensions rotate, which the closed "
+                   "form ignores")
+    if facts.sliding_window:
+        reason += f"; sliding window of {facts.sliding_window} tokens: beyond it attention is exactly zero"
+    z = math.sqrt(2.0) * T * t_scale / theta_eff
+    t_train = facts.max_position_embeddings
+    g_train = pade_gamma(theta_eff, t_train * t_scale) if t_train else None
+    if z > 2:
         return Prediction(PREDICTION_METHOD, None, theta, T, _r(z, 6), False,
-                          f"z = √2·T/θ = {z:.3g} ≥ 2, outside the form's range (γ would be ≤ 0)")
-    return Prediction(PREDICTION_METHOD, _r(gamma, 6), theta, T, _r(z, 6), True, reason)
+                          f"z = √2·T/θ = {z:.3g} > 2, outside the form's range (γ would be negative)",
+                          theta_effective=theta_eff, T_trained=t_train, scaling_note=note)
+    return Prediction(PREDICTION_METHOD, _r(pade_gamma(theta_eff, T * t_scale), 6), theta, T, _r(z, 6), True, reason,
+                      theta_effective=theta_eff, T_trained=t_train,
+                      gamma_trained=_r(g_train, 6) if g_train is not None and g_train >= 0 else None,
+                      scaling_note=note, caveat=PRIOR_CAVEAT)
 
 
-def _recency_end(curve: np.ndarray, d_cap: int) -> int:
-    """Last distance of the steep recency region: the curve falls by > 10% per step until here."""
-    for d in range(1, max(2, d_cap)):
-        a, b = curve[d], curve[d + 1] if d + 1 < len(curve) else np.nan
-        if not (np.isfinite(a) and np.isfinite(b)) or a <= 0 or a / max(b, 1e-12) < 1.1:
-            return d
-    return d_cap
+def validity_gate(pred: Prediction, gamma_obs: float | None) -> Prediction:
+    """η = θ_eff_obs / θ_eff_Padé with θ_eff_obs = √2·T/(1 − γ_obs) and θ_eff_Padé = θ + T/√2; the regime."""
+    if not pred.applies or gamma_obs is None or pred.T is None or pred.theta_effective is None:
+        return pred
+    T = float(pred.T)
+    theta_pade = pred.theta_effective + T / math.sqrt(2.0)
+    if gamma_obs >= 1.0:
+        return dataclasses.replace(pred, theta_eff_pade=_r(theta_pade, 2), regime="phase_b",
+                                   regime_text=_REGIME_TEXT["phase_b"])
+    theta_obs = math.sqrt(2.0) * T / (1.0 - gamma_obs)
+    eta = theta_obs / theta_pade
+    if 0.85 <= eta <= 1.15:
+        regime = "normal"
+    elif eta < 0.5:
+        regime = "compressed"
+    elif eta > 1.5:
+        regime = "over_pade"
+    else:
+        regime = "unknown"
+    return dataclasses.replace(pred, theta_eff_obs=_r(theta_obs, 2), theta_eff_pade=_r(theta_pade, 2),
+                               eta=_r(eta, 4), regime=regime, regime_text=_REGIME_TEXT[regime])
+
+
+def _recency_end(curve: np.ndarray, d_min: int, d_max: int, s: Settings) -> int:
+    """Last distance of the recency region: where the curve stops standing above the tail's power law.
+
+    A provisional fit on [d_min, d_max] is extrapolated down to d = 1; the recency region runs from d = 1
+    while the measured curve exceeds that extrapolation by more than 50%.
+    """
+    d = np.arange(len(curve))
+    fit = fit_tail(d, curve, d_min, d_max, s.tail_bins)
+    if fit is None:
+        return 1
+    end = 0
+    for k in range(1, max(2, d_max // 2)):
+        expected = math.exp(fit.intercept) * k ** (-fit.gamma)
+        if not np.isfinite(curve[k]) or curve[k] <= 1.5 * expected:
+            break
+        end = k
+    return max(1, end)
 
 
 def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
@@ -103,33 +175,47 @@ def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
     curve = mean_curve(c.dist_sums.sum((0, 1)), pairs_lh)
     unit_s, unit_p, null_s = np.array(c.unit_sums), np.array(c.unit_pairs), np.array(c.null_unit_sums)
     null_curve = mean_curve(null_s.sum(0), unit_p.sum(0))
-    rec = _recency_end(curve, max(2, T // 8))
-    d_min = max(s.tail_d_min, rec + 1)
     d_max = T // 2
+    rec = _recency_end(curve, s.tail_d_min, d_max, s)
+    d_min = max(s.tail_d_min, rec + 1)
     d = np.arange(d_max_all)
     fit = fit_tail(d, curve, d_min, d_max, s.tail_bins)
     null_fit = fit_tail(d, null_curve, d_min, d_max, s.tail_bins)
     gamma = null_gamma = None
     distinct: bool | None = None
+    diff_ci: tuple[float, float] | None = None
     note = ""
     if fit is None:
         note = (f"The tail window [{d_min}, {d_max}] holds too few distances for a fit; "
                 "give a longer probe (--probes) or raise --max-tokens.")
     else:
-        ci = bootstrap_gamma(unit_s, unit_p, d_min, d_max, s.tail_bins, s.bootstrap_samples, s.seed)
+        boots = bootstrap_gammas(unit_s, unit_p, d_min, d_max, s.tail_bins, s.bootstrap_samples, s.seed)
+        ci = percentile_ci(boots) if len(unit_s) >= 2 else None
         gamma = GammaFit(_r(fit.gamma), (_r(ci[0]), _r(ci[1])) if ci else None, _r(fit.r2), fit.n_points,
                          (d_min, d_max))
         if null_fit is not None:
-            nci = bootstrap_gamma(null_s, unit_p, d_min, d_max, s.tail_bins, s.bootstrap_samples, s.seed)
+            # same seed, same units: resample k of the null is paired with resample k of the measurement
+            null_boots = bootstrap_gammas(null_s, unit_p, d_min, d_max, s.tail_bins, s.bootstrap_samples, s.seed)
+            nci = percentile_ci(null_boots) if len(unit_s) >= 2 else None
             null_gamma = GammaFit(_r(null_fit.gamma), (_r(nci[0]), _r(nci[1])) if nci else None,
                                   _r(null_fit.r2), null_fit.n_points, (d_min, d_max))
             if ci and nci:
                 distinct = ci[1] < nci[0] or nci[1] < ci[0]
+            dci = percentile_ci(boots - null_boots) if len(unit_s) >= 2 else None
+            if dci:
+                diff_ci = (_r(dci[0]), _r(dci[1]))
     per_layer: list[float | None] = []
     for layer in range(c.n_layers):
         lc = mean_curve(c.dist_sums[layer].sum(0), c.dist_pairs * c.n_heads)
         lf = fit_tail(d, lc, d_min, d_max, s.tail_bins)
         per_layer.append(_r(lf.gamma) if lf else None)
+    per_head = []
+    for layer in range(c.n_layers):
+        row: list[float | None] = []
+        for head in range(c.n_heads):
+            hf = fit_tail(d, mean_curve(c.dist_sums[layer, head], c.dist_pairs), d_min, d_max, s.tail_bins)
+            row.append(_r(hf.gamma) if hf else None)
+        per_head.append(tuple(row))
     n_show = min(d_max_all, max(T, 2))
     return Distance(
         d=tuple(range(n_show)),
@@ -138,8 +224,8 @@ def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
         sink_share=_r(c.sink_sum.sum() / max(1, c.sink_rows * c.n_layers * c.n_heads)),
         self_share=_r(curve[0]) if np.isfinite(curve[0]) else 0.0,
         recency_end=int(rec),
-        gamma=gamma, null_gamma=null_gamma, distinguishable_from_uniform=distinct,
-        gamma_per_layer=tuple(per_layer), note=note,
+        gamma=gamma, null_gamma=null_gamma, distinguishable_from_uniform=distinct, gamma_minus_null_ci95=diff_ci,
+        gamma_per_layer=tuple(per_layer), gamma_per_head=tuple(per_head), note=note,
     )
 
 
@@ -160,6 +246,15 @@ def build_rollout(c: Captured, facts: ModelFacts, s: Settings) -> Rollout:
         first_token_share_per_layer=tuple(_r(v) for v in rows[:, 0]),
         first_token_share_by_probe={k: _r(v) for k, v in c.rollout_first_share.items()},
     )
+
+
+def _paired_note(dist: Distance) -> str:
+    dci = dist.gamma_minus_null_ci95
+    if dci is None:
+        return ""
+    verdict = "excludes 0: paired, the measured decay is steeper than uniform's" if dci[0] > 0 else (
+        "excludes 0: paired, the measured decay is shallower than uniform's" if dci[1] < 0 else "includes 0 as well")
+    return f" The paired bootstrap of γ − γ_uniform, [{dci[0]:.3f}, {dci[1]:.3f}], {verdict}."
 
 
 def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred: Prediction,
@@ -186,8 +281,8 @@ def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred
     if dist.distinguishable_from_uniform is False:
         alerts.append(make_alert(
             AlertKind.DECAY_LIKE_UNIFORM,
-            "The 95% interval of the measured γ overlaps that of perfectly uniform causal attention under the "
-            "same probes and window: the decay is not distinguishable from uniform."))
+            "The 95% interval of the measured γ overlaps that of perfectly uniform attention under the same "
+            "probes and window: by that test the decay is not distinguishable from uniform." + _paired_note(dist)))
     g = dist.gamma
     if g is not None and g.ci95 is not None and pred.applies and pred.gamma is not None:
         if not (g.ci95[0] <= pred.gamma <= g.ci95[1]):
@@ -240,7 +335,7 @@ def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notice
     heads = score_heads(c, facts, has_induction, s)
     T = max(p.n_tokens for p in probes)
     dist = analyze_distance(c, T, s)
-    pred = predict_gamma(facts, T)
+    pred = validity_gate(predict_gamma(facts, T), dist.gamma.value if dist.gamma else None)
     roll = build_rollout(c, facts, s)
     alerts = find_alerts(heads, facts, dist, pred, roll, probes, s)
     counts = {fam: 0 for fam in (*FAMILIES, "mixed")}

@@ -86,30 +86,40 @@ def fit_tail(d: np.ndarray, a: np.ndarray, d_min: int, d_max: int, n_bins: int) 
     return TailFit(gamma=float(-slope), intercept=float(intercept), r2=float(r2), n_points=len(xs))
 
 
-def bootstrap_gamma(unit_sums: np.ndarray, unit_counts: np.ndarray, d_min: int, d_max: int, n_bins: int,
-                    n_samples: int, seed: int) -> tuple[float, float] | None:
-    """95% percentile interval of γ, resampling (probe, query-block) units with replacement.
+def bootstrap_gammas(unit_sums: np.ndarray, unit_counts: np.ndarray, d_min: int, d_max: int, n_bins: int,
+                     n_samples: int, seed: int) -> np.ndarray:
+    """γ of each bootstrap resample of (probe, query-block) units; NaN where the fit failed.
 
-    unit_sums, unit_counts: [units, d]. Each resample recomputes the mean curve and refits.
+    unit_sums, unit_counts: [units, d]. The resampling depends only on the seed and the number of units,
+    so two calls with the same seed are paired: resample k draws the same units in both.
     """
     n_units = unit_sums.shape[0]
-    if n_units < 2:
-        return None
     rng = np.random.default_rng(seed)
     d = np.arange(unit_sums.shape[1])
-    gammas = []
-    for _ in range(n_samples):
+    out = np.full(n_samples, np.nan)
+    for k in range(n_samples):
         w = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units).astype(np.float64)
-        s, c = w @ unit_sums, w @ unit_counts
-        with np.errstate(invalid="ignore", divide="ignore"):
-            curve = np.where(c > 0, s / np.where(c > 0, c, 1), np.nan)
-        fit = fit_tail(d, curve, d_min, d_max, n_bins)
+        fit = fit_tail(d, mean_curve(w @ unit_sums, w @ unit_counts), d_min, d_max, n_bins)
         if fit is not None:
-            gammas.append(fit.gamma)
-    if len(gammas) < n_samples // 2:
+            out[k] = fit.gamma
+    return out
+
+
+def percentile_ci(samples: np.ndarray) -> tuple[float, float] | None:
+    """95% percentile interval, or None when fewer than half of the resamples gave a value."""
+    ok = samples[np.isfinite(samples)]
+    if ok.size < max(1, samples.size // 2):
         return None
-    lo, hi = np.percentile(gammas, [2.5, 97.5])
+    lo, hi = np.percentile(ok, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def bootstrap_gamma(unit_sums: np.ndarray, unit_counts: np.ndarray, d_min: int, d_max: int, n_bins: int,
+                    n_samples: int, seed: int) -> tuple[float, float] | None:
+    """95% percentile interval of γ over bootstrap resamples of the units (None with fewer than 2 units)."""
+    if unit_sums.shape[0] < 2:
+        return None
+    return percentile_ci(bootstrap_gammas(unit_sums, unit_counts, d_min, d_max, n_bins, n_samples, seed))
 
 
 def mean_curve(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -84,6 +84,9 @@ class ModelFacts:
     dtype: str
     attn_implementation: str
     device: str
+    rope_scaling_type: str | None = None  # linear, dynamic, yarn, llama3, ... (None = plain RoPE)
+    rope_scaling_factor: float | None = None
+    sliding_window: int | None = None
 
 
 @dataclass
@@ -220,16 +223,48 @@ def _text_config(config: Any) -> Any:
     return get() if callable(get) else config
 
 
+def _rope_params(cfg: Any) -> dict[str, Any]:
+    """The RoPE parameter dict (transformers 5 `rope_parameters`, older `rope_scaling`), flattened when it
+    is given per layer type (e.g. sliding vs full attention): the full-attention entry wins."""
+    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    if not isinstance(params, dict):
+        return {}
+    if "rope_theta" in params or "rope_type" in params or "type" in params:
+        return params
+    subs = [v for v in params.values() if isinstance(v, dict)]
+    full = params.get("full_attention")
+    return full if isinstance(full, dict) else (subs[0] if subs else {})
+
+
 def _rope_theta(cfg: Any) -> float | None:
-    params = getattr(cfg, "rope_parameters", None)
-    if isinstance(params, dict):
-        if "rope_theta" in params:
-            return float(params["rope_theta"])
-        for sub in params.values():  # per-layer-type parameters (e.g. sliding vs full attention)
-            if isinstance(sub, dict) and "rope_theta" in sub:
-                return float(sub["rope_theta"])
-    theta = getattr(cfg, "rope_theta", None)
-    return float(theta) if theta is not None else None
+    params = _rope_params(cfg)
+    for key in ("rope_theta",):
+        if key in params:
+            return float(params[key])
+    for attr in ("rope_theta", "rotary_emb_base"):
+        theta = getattr(cfg, attr, None)
+        if theta is not None:
+            return float(theta)
+    return None
+
+
+def rope_scaling_of(cfg: Any) -> tuple[str | None, float | None]:
+    """(type, factor) of RoPE scaling, or (None, None) for plain RoPE."""
+    params = _rope_params(cfg)
+    kind = params.get("rope_type") or params.get("type")
+    if kind in (None, "default"):
+        return None, None
+    factor = params.get("factor")
+    return str(kind), float(factor) if factor is not None else None
+
+
+def partial_rotary_of(cfg: Any) -> float | None:
+    for attr in ("partial_rotary_factor", "rotary_pct"):
+        v = getattr(cfg, attr, None)
+        if v is not None:
+            return float(v)
+    v = _rope_params(cfg).get("partial_rotary_factor")
+    return float(v) if v is not None else None
 
 
 def position_encoding_of(cfg: Any) -> tuple[PositionEncoding, float | None]:
@@ -327,7 +362,10 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         is_causal=_is_causal(cfg, net),
         position_encoding=pe,
         rope_theta=theta,
-        partial_rotary_factor=getattr(cfg, "partial_rotary_factor", None),
+        partial_rotary_factor=partial_rotary_of(cfg),
+        rope_scaling_type=rope_scaling_of(cfg)[0],
+        rope_scaling_factor=rope_scaling_of(cfg)[1],
+        sliding_window=getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None,
         max_position_embeddings=getattr(cfg, "max_position_embeddings", None)
         or getattr(cfg, "n_positions", None),
         bos_added=bool(bos_added),

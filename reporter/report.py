@@ -75,8 +75,10 @@ class Distance:
     recency_end: int  # last distance of the recency region (where the curve first flattens)
     gamma: GammaFit | None
     null_gamma: GammaFit | None  # γ of perfectly uniform attention under the same probes and window
-    distinguishable_from_uniform: bool | None
+    distinguishable_from_uniform: bool | None  # the two 95% intervals do not overlap
+    gamma_minus_null_ci95: tuple[float, float] | None  # paired bootstrap of γ − γ_null (same resamples)
     gamma_per_layer: tuple[float | None, ...]
+    gamma_per_head: tuple[tuple[float | None, ...], ...]  # [layer][head], point estimates
     note: str
 
 
@@ -89,6 +91,17 @@ class Prediction:
     z: float | None
     applies: bool
     reason: str
+    theta_effective: float | None = None  # θ after RoPE scaling (yarn/ntk/llama3 multiply θ by the factor)
+    T_trained: int | None = None  # the trained context (max_position_embeddings)
+    gamma_trained: float | None = None  # the closed form at T_trained
+    scaling_note: str = ""
+    # validity gate: how the measured γ compares with the geometry
+    theta_eff_obs: float | None = None  # √2·T / (1 − γ_obs)
+    theta_eff_pade: float | None = None  # θ + T/√2
+    eta: float | None = None  # theta_eff_obs / theta_eff_pade
+    regime: str = "not_applicable"  # normal | compressed | over_pade | phase_b | unknown | not_applicable
+    regime_text: str = ""
+    caveat: str = ""
 
 
 @dataclass(frozen=True)

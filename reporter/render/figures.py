@@ -99,6 +99,9 @@ def ucurve_svg(report: Report) -> bytes:
             xs = np.array([lo, hi], dtype=float)
             ax.loglog(xs, y0 * (xs / x0) ** (-g.value), color="#c0392b", lw=1.6,
                       label=f"fit γ = {g.value:.3f}")
+    if dist.sink_share > 0:
+        ax.annotate(f"sink (key 0): {dist.sink_share:.1%} of all weight,\nnot part of this curve",
+                    xy=(0.98, 0.97), xycoords="axes fraction", ha="right", va="top", fontsize=7, color="#d62728")
     ax.set_xlabel("distance d = |i − j| (tokens)")
     ax.set_ylabel("mean attention A(d)")
     ax.set_title(f"U curve: sink share {dist.sink_share:.1%} kept apart, A(0) = {dist.self_share:.3f}",
@@ -122,6 +125,26 @@ def gamma_layers_svg(report: Report) -> bytes:
     ax.set_ylabel("γ")
     ax.legend(fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.25))
     return _svg(fig)
+
+
+def gamma_heads_png(report: Report) -> bytes:
+    """γ of every head's own curve, as a layer × head heatmap (grey where no fit was possible)."""
+    g = np.array([[np.nan if v is None else v for v in row] for row in report.distance.gamma_per_head], dtype=float)
+    n_layers, n_heads = g.shape
+    fig, ax = plt.subplots(figsize=(min(7.0, 1.6 + 0.42 * n_heads), min(6.0, 1.0 + 0.17 * n_layers)))
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("#dddddd")
+    finite = g[np.isfinite(g)]
+    vmin, vmax = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0, 1)
+    im = ax.imshow(g, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=6)
+    step = max(1, n_layers // 15)
+    ax.set_yticks(range(0, n_layers, step), [str(i) for i in range(0, n_layers, step)], fontsize=6)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title("γ per head (tail fit on each head's own curve)", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="γ")
+    return _png(fig, dpi=110)
 
 
 def rollout_png(report: Report) -> bytes:
@@ -172,6 +195,7 @@ class Figures:
     gamma_layers: str
     rollout: str
     gallery: tuple[str, ...]  # data URIs, in the order of report.gallery
+    gamma_heads: str
 
 
 def render_figures(report: Report) -> Figures:
@@ -185,4 +209,5 @@ def render_figures(report: Report) -> Figures:
         gamma_layers=data_uri(gamma_layers_svg(report), "image/svg+xml"),
         rollout=data_uri(rollout_png(report), "image/png"),
         gallery=tuple(data_uri(gallery_png(g), "image/png") for g in report.gallery),
+        gamma_heads=data_uri(gamma_heads_png(report), "image/png"),
     )
