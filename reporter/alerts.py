@@ -20,6 +20,9 @@ class AlertKind(str, Enum):
     DECAY_LIKE_UNIFORM = "DECAY_LIKE_UNIFORM"
     """The measured γ interval overlaps the one uniform attention gives: no evidence of real decay."""
 
+    NULL_INTERVALS_OVERLAP = "NULL_INTERVALS_OVERLAP"
+    """The γ intervals overlap, but the paired bootstrap separates the measured decay from uniform."""
+
     PREDICTION_OUTSIDE_CI = "PREDICTION_OUTSIDE_CI"
     """The config's closed-form γ falls outside the measured 95% interval."""
 
@@ -38,6 +41,7 @@ _TABLE: dict[AlertKind, tuple[str, str]] = {
     AlertKind.SINK_ON_FIRST_WORD: ("info", "No BOS token: the sink is the first word"),
     AlertKind.SINK_ON_SPECIAL: ("info", "Position 0 is a special token"),
     AlertKind.DECAY_LIKE_UNIFORM: ("warning", "Decay not distinguishable from uniform attention"),
+    AlertKind.NULL_INTERVALS_OVERLAP: ("info", "γ intervals overlap the null's; the paired test separates them"),
     AlertKind.PREDICTION_OUTSIDE_CI: ("info", "Config prediction outside the measured interval"),
     AlertKind.POOR_TAIL_FIT: ("warning", "Power law fits the tail poorly"),
     AlertKind.ROLLOUT_ON_FIRST_TOKEN: ("info", "Rollout mass piles up on the first token"),

@@ -219,6 +219,7 @@ def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
     n_show = min(d_max_all, max(T, 2))
     return Distance(
         d=tuple(range(n_show)),
+        pairs_per_head=tuple(int(v) for v in c.dist_pairs[:n_show]),
         mean_attention=tuple(None if not np.isfinite(v) else float(f"{v:.5g}") for v in curve[:n_show]),
         null_mean_attention=tuple(None if not np.isfinite(v) else float(f"{v:.5g}") for v in null_curve[:n_show]),
         sink_share=_r(c.sink_sum.sum() / max(1, c.sink_rows * c.n_layers * c.n_heads)),
@@ -252,8 +253,9 @@ def _paired_note(dist: Distance) -> str:
     dci = dist.gamma_minus_null_ci95
     if dci is None:
         return ""
-    verdict = "excludes 0: paired, the measured decay is steeper than uniform's" if dci[0] > 0 else (
-        "excludes 0: paired, the measured decay is shallower than uniform's" if dci[1] < 0 else "includes 0 as well")
+    verdict = "excludes 0, so the measured decay is steeper than uniform attention's" if dci[0] > 0 else (
+        "excludes 0, so the measured decay is shallower than uniform attention's" if dci[1] < 0 else
+        "includes 0 as well: the decay is not distinguishable from uniform")
     return f" The paired bootstrap of γ − γ_uniform, [{dci[0]:.3f}, {dci[1]:.3f}], {verdict}."
 
 
@@ -262,11 +264,13 @@ def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred
     alerts: list[Alert] = []
     first = roll.tokens[0] if roll.tokens else facts.first_token_str  # token 0 of the probe shown
     sinks = [(h.layer, h.head) for h in heads if h.sink_mass > s.alert_sink_share]
+    n_sink_family = sum(h.family == "sink" for h in heads)
     if sinks:
         alerts.append(make_alert(
             AlertKind.SINK_HEADS,
             f"{len(sinks)} of {len(heads)} heads put more than {s.alert_sink_share:.0%} of their attention on "
-            f"token 0 ('{first}'): {heads_str(sinks)}. This is where softmax parks weight it has to put "
+            f"token 0 ('{first}'): {heads_str(sinks)}. (The sink family uses a lower bar, a mean of "
+            f"{s.bar_sink:.0%}; {n_sink_family} heads clear it.) This is where softmax parks weight it has to put "
             "somewhere; it does not make token 0 important.", sinks))
     if facts.is_causal and not facts.bos_added:
         alerts.append(make_alert(
@@ -279,10 +283,12 @@ def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred
             f"Position 0 is the special token '{first}'. Weight on it (and on [SEP]-like tokens, counted in the "
             "delimiter band) is a special-token band, not attention to a word."))
     if dist.distinguishable_from_uniform is False:
+        dci = dist.gamma_minus_null_ci95
+        separated = dci is not None and (dci[0] > 0 or dci[1] < 0)
         alerts.append(make_alert(
-            AlertKind.DECAY_LIKE_UNIFORM,
+            AlertKind.NULL_INTERVALS_OVERLAP if separated else AlertKind.DECAY_LIKE_UNIFORM,
             "The 95% interval of the measured γ overlaps that of perfectly uniform attention under the same "
-            "probes and window: by that test the decay is not distinguishable from uniform." + _paired_note(dist)))
+            "probes and window." + _paired_note(dist)))
     g = dist.gamma
     if g is not None and g.ci95 is not None and pred.applies and pred.gamma is not None:
         if not (g.ci95[0] <= pred.gamma <= g.ci95[1]):

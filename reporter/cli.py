@@ -33,7 +33,7 @@ def _quiet_libraries() -> None:
         pass
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, name="attn-report")
 @click.argument("model", default="smollm2-135m", required=False)
 @click.option("--out", "out", default="report.html", show_default=True, metavar="PATH",
               help="Report file; its suffix (.html or .pdf) picks the format.")
@@ -43,8 +43,8 @@ def _quiet_libraries() -> None:
 @click.option("--no-json", is_flag=True, help="Do not write the JSON.")
 @click.option("--probes", "probes_file", default=None, metavar="FILE",
               help="Your own probes: UTF-8 text, one probe per block, blocks separated by blank lines.")
-@click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(min=4),
-              help="Longest probe analysed (capped at the model's position limit).")
+@click.option("--max-tokens", default=None, type=click.IntRange(min=4),
+              help="Longest probe analysed [default: 1024, capped at the model's position limit].")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1, mps.")
 @click.option("--dtype", default="float32", show_default=True,
               type=click.Choice(["float32", "bfloat16", "float16"]),
@@ -55,15 +55,17 @@ def _quiet_libraries() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Print progress details and tracebacks.")
 @click.version_option(__version__, "--version", prog_name="attn-report")
-def main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
-         max_tokens: int, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
-         quiet: bool, verbose: bool) -> None:
+def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
+        max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
+        quiet: bool, verbose: bool) -> None:
     """Write a diagnostic report of MODEL's attention.
 
     MODEL is a builtin alias (smollm2-135m, minilm-l6), a local Hugging Face folder, a .gguf file,
     or a hub id (org/name, where the hub is reachable). Default: smollm2-135m.
     """
-    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    # Progress goes to a person at a terminal; in CI and scripts stderr carries only the error line.
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else (
+        logging.INFO if sys.stderr.isatty() else logging.WARNING)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -76,7 +78,7 @@ def main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: 
             logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         code = _main(model, out, pdf, json_path, no_json, probes_file, max_tokens, device, dtype, revision,
-                     trust_remote_code)
+                     trust_remote_code, quiet)
     except AttnReportError as exc:
         if verbose:
             log.exception("traceback:")
@@ -99,9 +101,10 @@ def main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: 
 
 
 def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
-          max_tokens: int, device: str, dtype: str, revision: str | None, trust_remote_code: bool) -> int:
+          max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
+          quiet: bool) -> int:
     from reporter.outputs import plan_outputs
-    from reporter.pipeline import RunOptions
+    from reporter.pipeline import DEFAULT_MAX_TOKENS, RunOptions
     from reporter.settings import DEFAULT_SETTINGS
 
     inputs = [Path(model).expanduser()]
@@ -113,8 +116,8 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
     if not logging.getLogger("reporter").isEnabledFor(logging.DEBUG):
         _quiet_libraries()
     opts = RunOptions(model=model, probes_file=Path(probes_file).expanduser() if probes_file else None,
-                      max_tokens=max_tokens, device=device, dtype=dtype, revision=revision,
-                      trust_remote_code=trust_remote_code)
+                      max_tokens=max_tokens or DEFAULT_MAX_TOKENS, max_tokens_given=max_tokens is not None,
+                      device=device, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()
     from reporter.pipeline import run
 
@@ -123,10 +126,24 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
     from reporter.render import render_all
 
     written = render_all(report, plan)
-    for p in written:
-        log.info("wrote %s", p)
+    if not quiet:
+        for p in written:
+            click.echo(f"wrote {p}")
     log.info("done in %.1f s (peak memory %.0f MB)", time.perf_counter() - t0, report.run.peak_rss_mb)
     return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: click's own usage errors also become one 'Error:' line and exit 2."""
+    try:
+        cli.main(args=argv, prog_name="attn-report", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Error: interrupted; no report was written.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()} (see 'attn-report --help').", err=True)
+        sys.exit(2)
+    sys.exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,8 @@ class AttnReportError(Exception):
         text = self.message.rstrip(".")
         if self.hint:
             hint = self.hint.rstrip(".")
-            text += f". {hint[:1].upper()}{hint[1:]}."
+            text += f". {hint[:1].upper()}{hint[1:]}"
+            text += "" if hint.endswith(("?", "!")) else "."
         else:
             text += "."
         return " ".join(text.split())

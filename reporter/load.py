@@ -163,10 +163,13 @@ def resolve_model(model: str) -> Resolved:
 def _gguf_cache_dir(gguf: Path) -> Path:
     import transformers
 
-    st = gguf.stat()
-    key = hashlib.sha256(
-        f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode()
-    ).hexdigest()[:16]
+    # Keyed on the file's content, not its path: every install of the same package shares one cache.
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    digest.update(transformers.__version__.encode())
+    key = digest.hexdigest()[:16]
     return cache_root() / "gguf" / f"{gguf.stem}-{key}"
 
 
@@ -193,7 +196,7 @@ def convert_gguf(gguf: Path) -> Path:
         model = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
     except Exception as exc:  # transformers raises many types for a bad GGUF
         raise ModelLoadError(f"cannot read GGUF file '{gguf}': {_first_line(exc)}",
-                             "check that the file is a complete GGUF model and that 'gguf' is installed") from exc
+                             "check that the file is a complete GGUF model file") from exc
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config  # the weights below are dequantised fp32
     model.hf_quantizer = None

@@ -24,6 +24,7 @@ class RunOptions:
     model: str
     probes_file: Path | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
+    max_tokens_given: bool = False  # the user asked for max_tokens (else it is our default)
     device: str = "cpu"
     dtype: str = "float32"
     revision: str | None = None
@@ -75,7 +76,8 @@ def run(opts: RunOptions, settings: Settings) -> Report:
     notices: list[str] = []
     pos_limit = loaded.facts.max_position_embeddings
     if pos_limit and limit > pos_limit:
-        notices.append(f"--max-tokens {limit} is past the model's position limit; using {pos_limit}.")
+        if opts.max_tokens_given:
+            notices.append(f"--max-tokens {limit} is past the model's position limit; using {pos_limit}.")
         limit = pos_limit
     probes, more = tokenize_probes(raw, loaded.tokenizer, max_tokens=limit, include_induction=True,
                                    seed=settings.seed)

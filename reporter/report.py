@@ -68,6 +68,7 @@ class GammaFit:
 @dataclass(frozen=True)
 class Distance:
     d: tuple[int, ...]
+    pairs_per_head: tuple[int, ...]  # (query, key) pairs behind each distance, per layer and head
     mean_attention: tuple[float | None, ...]  # None where no (query, key) pair exists
     null_mean_attention: tuple[float | None, ...]  # the same statistic for uniform attention
     sink_share: float  # mean weight on token 0, kept out of the curve

@@ -150,3 +150,22 @@ def test_own_pdf_is_recognised_and_replaced(llama_run: Path, tiny_models: dict[s
     res = run_cli(str(tiny_models["gpt2"]), "--out", str(llama_run / "r.pdf"), "--no-json", "--probes",
                   str(short_probes), "--max-tokens", "32", "-q")
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--max-tokens", "0"], "--max-tokens"),
+    (["--dtype", "float64"], "--dtype"),
+    (["smollm"], "Did you mean 'smollm2-135m'?"),
+])
+def test_usage_errors_are_one_line_too(tmp_path: Path, args: list[str], needle: str) -> None:
+    res = run_cli(*args, "--out", str(tmp_path / "r.html"), cwd=tmp_path)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0]
+    assert "?." not in lines[0]
+
+
+def test_error_after_start_is_still_one_line(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    res = run_cli(str(tmp_path / "model"), "--out", str(tmp_path / "r.html"))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "no config.json" in lines[0]

@@ -24,6 +24,7 @@ plt.rcParams.update({
     "axes.spines.right": False,
 })
 _CMAP = "magma_r"
+MIN_PAIRS_DRAWN = 32  # the U curve is drawn only where each head has at least this many pairs
 _THUMB_SCALE = 2  # nearest-neighbour upscaling so a 30-token map stays crisp at thumbnail size
 
 FAMILY_COLOURS = {
@@ -82,9 +83,11 @@ def ucurve_svg(report: Report) -> bytes:
     a = np.array([np.nan if v is None else v for v in dist.mean_attention], dtype=float)
     nul = np.array([np.nan if v is None else v for v in dist.null_mean_attention], dtype=float)
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    ok = (d >= 1) & np.isfinite(a) & (a > 0)
+    # distances backed by only a handful of (query, key) pairs are noise, not signal: not drawn
+    dense = np.array(dist.pairs_per_head, dtype=float) >= MIN_PAIRS_DRAWN
+    ok = (d >= 1) & np.isfinite(a) & (a > 0) & dense
     ax.loglog(d[ok], a[ok], color="#1f3b73", lw=1.2, label="measured A(d), key 0 excluded")
-    okn = (d >= 1) & np.isfinite(nul) & (nul > 0)
+    okn = (d >= 1) & np.isfinite(nul) & (nul > 0) & dense
     ax.loglog(d[okn], nul[okn], color="#999999", lw=1.0, ls="--", label="uniform attention (null)")
     ax.axvspan(1, max(1.0, dist.recency_end), color="#f2c14e", alpha=0.18, lw=0, label="recency region")
     g = dist.gamma

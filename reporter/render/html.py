@@ -7,7 +7,7 @@ from typing import Any
 import jinja2
 
 from reporter.render.assets import data_filename
-from reporter.render.figures import FAMILY_COLOURS, Figures, render_figures
+from reporter.render.figures import FAMILY_COLOURS, MIN_PAIRS_DRAWN, Figures, render_figures
 from reporter.report import HeadResult, Report
 from reporter.scores import FAMILIES
 
@@ -83,12 +83,14 @@ def make_env() -> jinja2.Environment:
 def context(report: Report, figs: Figures, medium: str) -> dict[str, Any]:
     styles = data_filename("styles")
     # A4 content is ~680 px wide: fit one row of heads (plus the layer label) across the page.
-    thumb = 78 if medium == "screen" else max(24, min(54, int(660 / (report.model.num_heads + 0.6)) - 8))
+    n = report.model.num_heads + 0.6
+    thumb = max(48, min(104, int(1080 / n) - 14)) if medium == "screen" else max(24, min(54, int(620 / n) - 12))
     return {
         "r": report,
         "figs": figs,
         "medium": medium,
         "thumb_px": thumb,
+        "min_pairs_drawn": MIN_PAIRS_DRAWN,
         "families": (*FAMILIES, "mixed"),
         "family_labels": FAMILY_LABELS,
         "family_colours": FAMILY_COLOURS,
