@@ -28,6 +28,7 @@ from reporter.report import (
     Rollout,
     Thumbnails,
 )
+from reporter.rollout import effective_sources
 from reporter.scores import FAMILIES, classify
 from reporter.settings import Settings
 
@@ -232,19 +233,38 @@ def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
 
 def build_rollout(c: Captured, facts: ModelFacts, s: Settings) -> Rollout:
     assert c.rollout is not None and c.rollout_rows is not None and c.raw_rows is not None
-    label = "last token" if facts.is_causal else f"first token ({c.display_tokens[0] if c.display_tokens else ''})"
+    assert c.second_rows is not None and c.second_raw_rows is not None
+    tokens = c.display_tokens_full
+    if facts.is_causal:
+        label = f"last token ({tokens[c.readout_index]})"
+        second = f"position {c.second_index} ({tokens[c.second_index]})" if c.second_index is not None else ""
+    else:
+        label = f"first token ({tokens[0]})"
+        second = "mean over all positions"
     rows = c.rollout_rows
+    share = rows[:, 0]
+    half = np.nonzero(share >= 0.5)[0]
+
+    def table(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
+        return tuple(tuple(_r(v, 4) for v in row) for row in m)
+
     return Rollout(
-        method={"residual": s.rollout_residual, "head_fusion": "mean", "discard_ratio": 0.0,
-                "renormalise_rows": True, "reference": "Abnar & Zuidema 2020"},
+        method={"residual": s.rollout_residual, "head_fusion": s.rollout_head_fusion,
+                "discard_ratio": s.rollout_discard_ratio, "renormalise_rows": True,
+                "reference": "Abnar & Zuidema 2020"},
         probe=c.display_probe,
-        tokens=c.display_tokens,
+        tokens=tokens,
         readout_index=c.readout_index,
         readout_label=label,
-        matrix=tuple(tuple(_r(v, 4) for v in row) for row in c.rollout),
-        rows_per_layer=tuple(tuple(_r(v, 4) for v in row) for row in rows),
-        raw_rows_per_layer=tuple(tuple(_r(v, 4) for v in row) for row in c.raw_rows),
-        first_token_share_per_layer=tuple(_r(v) for v in rows[:, 0]),
+        matrix=table(c.rollout),
+        rows_per_layer=table(rows),
+        raw_rows_per_layer=table(c.raw_rows),
+        first_token_share_per_layer=tuple(_r(v) for v in share),
+        effective_sources_per_layer=tuple(_r(effective_sources(r), 3) for r in rows),
+        first_token_half_layer=int(half[0]) if half.size else None,
+        second_label=second,
+        second_rows_per_layer=table(c.second_rows) if second else (),
+        second_raw_rows_per_layer=table(c.second_raw_rows) if second else (),
         first_token_share_by_probe={k: _r(v) for k, v in c.rollout_first_share.items()},
     )
 

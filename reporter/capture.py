@@ -18,6 +18,7 @@ from reporter.distance import by_distance, pair_counts, uniform_map
 from reporter.errors import CaptureCheckError, UnsupportedModelError
 from reporter.load import LoadedModel, ModelFacts
 from reporter.probes import TokenizedProbe, display_probe_name
+from reporter.rollout import fuse_heads, rollout_step
 from reporter.scores import FAMILIES, SCORERS, MapContext, row_entropy
 from reporter.settings import Settings
 
@@ -46,11 +47,15 @@ class Captured:
     null_unit_sums: list[np.ndarray] = field(default_factory=list)  # same, for uniform attention
     thumbnails: np.ndarray | None = None  # [L, H, m, m] display probe (fp32)
     display_probe: str = ""
-    display_tokens: tuple[str, ...] = ()
+    display_tokens: tuple[str, ...] = ()  # cut to thumbnail_max_tokens
+    display_tokens_full: tuple[str, ...] = ()
     rollout: np.ndarray | None = None  # [m, m] display probe rollout after the last layer
-    rollout_rows: np.ndarray | None = None  # [L, m] readout row of rollout after each layer
-    raw_rows: np.ndarray | None = None  # [L, m] same readout row of the head-averaged raw map
+    rollout_rows: np.ndarray | None = None  # [L, n] primary readout of rollout after each layer
+    raw_rows: np.ndarray | None = None  # [L, n] same readout of the head-fused raw map of that layer
+    second_rows: np.ndarray | None = None  # [L, n] secondary readout (decoder position / encoder mean)
+    second_raw_rows: np.ndarray | None = None  # [L, n]
     readout_index: int = 0
+    second_index: int | None = None  # None: the mean over positions (encoders)
     induction_maps: np.ndarray | None = None  # [L, H, n, n] the repeated random-token probe, for the gallery
     induction_tokens: tuple[str, ...] = ()
     rollout_first_share: dict[str, float] = field(default_factory=dict)  # probe -> final readout on token 0
@@ -85,6 +90,7 @@ class _Reducer:
         self.s = settings
         self.is_causal = is_causal
         self.sink_applies = sink_applies
+        self.ropts = settings.rollout_options()
         self.tol = settings.row_sum_tolerance * _ROW_SUM_TOL.get(dtype, 1.0)
         f = len(FAMILIES)
         self.c = Captured(
@@ -114,9 +120,14 @@ class _Reducer:
             m = min(n, self.s.thumbnail_max_tokens)
             self.c.display_tokens = probe.tokens[:m]
             self.c.thumbnails = np.zeros((self.c.n_layers, self.c.n_heads, m, m), dtype=np.float32)
-            self.c.rollout_rows = np.zeros((self.c.n_layers, m))
-            self.c.raw_rows = np.zeros((self.c.n_layers, m))
-            self.c.readout_index = (m - 1) if self.is_causal else 0
+            self.c.display_tokens_full = probe.tokens
+            self.c.rollout_rows = np.zeros((self.c.n_layers, n))
+            self.c.raw_rows = np.zeros((self.c.n_layers, n))
+            self.c.second_rows = np.zeros((self.c.n_layers, n))
+            self.c.second_raw_rows = np.zeros((self.c.n_layers, n))
+            self.c.readout_index = (n - 1) if self.is_causal else 0
+            pos = self.s.rollout_position
+            self.c.second_index = (min(max(pos, 0), n - 1) if pos is not None else None) if self.is_causal else None
 
     def check(self, a: np.ndarray, layer: int) -> None:
         """Finite, rows sum to 1, causal maps lower-triangular; else an error naming layer and head."""
@@ -160,8 +171,8 @@ class _Reducer:
         by_d = by_distance(a, self.is_causal)  # [heads, query, d]
         c.dist_sums[layer, :, :n] += by_d.sum(1)
         self._add_blocks(by_d.sum(0))
-        mean_map = a.mean(0)  # [query, key] heads averaged
-        self._rollout_step(mean_map, layer)
+        fused = fuse_heads(a, self.ropts.head_fusion)  # [query, key]
+        self._rollout_step(fused, layer)
         if self.probe.period is not None:
             if c.induction_maps is None or c.induction_maps.shape[-1] != n:
                 c.induction_maps = np.zeros((c.n_layers, c.n_heads, n, n), dtype=np.float32)
@@ -171,7 +182,11 @@ class _Reducer:
             m = c.thumbnails.shape[-1] if c.thumbnails is not None else 0
             assert c.thumbnails is not None and c.raw_rows is not None
             c.thumbnails[layer] = a[:, :m, :m]
-            c.raw_rows[layer] = mean_map[c.readout_index, :m]
+            fused_rows = fused / fused.sum(-1, keepdims=True)
+            c.raw_rows[layer] = fused_rows[c.readout_index]
+            assert c.second_raw_rows is not None
+            c.second_raw_rows[layer] = (fused_rows.mean(0) if c.second_index is None
+                                        else fused_rows[c.second_index])
         c.n_maps_checked += a.shape[0]
         c.reduce_seconds += time.perf_counter() - t0
 
@@ -182,18 +197,15 @@ class _Reducer:
         for k in range(self.block_sums.shape[0]):
             self.block_sums[k, :n] += per_row[k * b:(k + 1) * b].sum(0)
 
-    def _rollout_step(self, mean_map: np.ndarray, layer: int) -> None:
-        """Abnar & Zuidema 2020: R <- norm(a*A + (1-a)*I) @ R, rows renormalised after every step."""
+    def _rollout_step(self, fused: np.ndarray, layer: int) -> None:
+        """Abnar & Zuidema 2020, streamed: R <- norm(a*A + (1-a)*I) @ R after every layer."""
         assert self.rollout is not None
-        a = self.s.rollout_residual
-        n = mean_map.shape[0]
-        step = a * mean_map + (1 - a) * np.eye(n)
-        step /= step.sum(-1, keepdims=True)
-        self.rollout = step @ self.rollout
-        self.rollout /= self.rollout.sum(-1, keepdims=True)
-        if self.display and self.c.rollout_rows is not None:
-            m = self.c.rollout_rows.shape[-1]
-            self.c.rollout_rows[layer] = self.rollout[self.c.readout_index, :m]
+        self.rollout = rollout_step(self.rollout, fused, self.ropts)
+        c = self.c
+        if self.display and c.rollout_rows is not None and c.second_rows is not None:
+            c.rollout_rows[layer] = self.rollout[c.readout_index]
+            c.second_rows[layer] = (self.rollout.mean(0) if c.second_index is None
+                                    else self.rollout[c.second_index])
 
     def end_probe(self) -> None:
         """Close the probe's bootstrap units and its uniform-attention twin (the null baseline)."""
@@ -216,7 +228,7 @@ class _Reducer:
         readout = (n - 1) if self.is_causal else 0
         self.c.rollout_first_share[self.probe.name] = float(self.rollout[readout, 0])
         if self.display:
-            m = self.c.rollout_rows.shape[-1] if self.c.rollout_rows is not None else 0
+            m = len(self.c.display_tokens)
             self.c.rollout = self.rollout[:m, :m].copy()
             self.display = False
 

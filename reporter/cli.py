@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ import click
 
 from reporter import __version__
 from reporter.errors import AttnReportError, InputError
+from reporter.settings import Settings
 
 log = logging.getLogger("reporter")
 
@@ -52,12 +54,21 @@ def _quiet_libraries() -> None:
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hub ids.")
 @click.option("--trust-remote-code", is_flag=True, default=False,
               help="Allow a hub model's own Python code to run (off by default).")
+@click.option("--rollout-residual", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Rollout mixing: a·A + (1−a)·I per layer.")
+@click.option("--rollout-head-fusion", default="mean", show_default=True, type=click.Choice(["mean", "max", "min"]),
+              help="How a layer's heads are fused for rollout.")
+@click.option("--rollout-discard-ratio", default=0.0, show_default=True,
+              type=click.FloatRange(0.0, 1.0, max_open=True), help="Drop this share of each row's smallest weights.")
+@click.option("--rollout-position", default=None, type=click.IntRange(min=0),
+              help="Decoders: also follow this token position through the layers (0-based).")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Print progress details and tracebacks.")
 @click.version_option(__version__, "--version", prog_name="attn-report")
 def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
         max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
-        quiet: bool, verbose: bool) -> None:
+        rollout_residual: float, rollout_head_fusion: str, rollout_discard_ratio: float,
+        rollout_position: int | None, quiet: bool, verbose: bool) -> None:
     """Write a diagnostic report of MODEL's attention.
 
     MODEL is a builtin alias (smollm2-135m, minilm-l6), a local Hugging Face folder, a .gguf file,
@@ -77,8 +88,13 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
                       "huggingface_hub", "transformers"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
+        from reporter.settings import DEFAULT_SETTINGS
+
+        settings = dataclasses.replace(DEFAULT_SETTINGS, rollout_residual=rollout_residual,
+                                       rollout_head_fusion=rollout_head_fusion,
+                                       rollout_discard_ratio=rollout_discard_ratio, rollout_position=rollout_position)
         code = _main(model, out, pdf, json_path, no_json, probes_file, max_tokens, device, dtype, revision,
-                     trust_remote_code, quiet)
+                     trust_remote_code, quiet, settings)
     except AttnReportError as exc:
         if verbose:
             log.exception("traceback:")
@@ -102,11 +118,9 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
 
 def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
           max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
-          quiet: bool) -> int:
+          quiet: bool, settings: Settings) -> int:
     from reporter.outputs import plan_outputs
     from reporter.pipeline import DEFAULT_MAX_TOKENS, RunOptions
-    from reporter.settings import DEFAULT_SETTINGS
-
     inputs = [Path(model).expanduser()]
     if probes_file:
         inputs.append(Path(probes_file).expanduser())
@@ -122,7 +136,7 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
     from reporter.pipeline import run
 
     log.info("attn-report %s: analysing %s", __version__, model)
-    report = run(opts, DEFAULT_SETTINGS)
+    report = run(opts, settings)
     from reporter.render import render_all
 
     written = render_all(report, plan)

@@ -109,13 +109,18 @@ class Prediction:
 class Rollout:
     method: dict[str, Any]
     probe: str
-    tokens: tuple[str, ...]
+    tokens: tuple[str, ...]  # every token of the probe: the axis of the readout vectors
     readout_index: int
     readout_label: str
-    matrix: tuple[tuple[float, ...], ...]  # [query, key] after the last layer
+    matrix: tuple[tuple[float, ...], ...]  # [query, key] after the last layer, first tokens only
     rows_per_layer: tuple[tuple[float, ...], ...]  # [layer, key] readout row after each layer
-    raw_rows_per_layer: tuple[tuple[float, ...], ...]  # [layer, key] same row of the raw mean map
+    raw_rows_per_layer: tuple[tuple[float, ...], ...]  # [layer, key] same row of that layer's fused raw map
     first_token_share_per_layer: tuple[float, ...]
+    effective_sources_per_layer: tuple[float, ...]  # exp(entropy) of the readout after each layer
+    first_token_half_layer: int | None  # first layer after which token 0 holds >= half the readout
+    second_label: str  # "" when there is no second readout
+    second_rows_per_layer: tuple[tuple[float, ...], ...]
+    second_raw_rows_per_layer: tuple[tuple[float, ...], ...]
     first_token_share_by_probe: dict[str, float]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from reporter.rollout import RolloutOptions
+
 SEED = 20261203  # seeds the random-token probe and every bootstrap
 
 
@@ -33,10 +35,17 @@ class Settings:
     thumbnail_max_tokens: int = 48  # display probe is cut to this many tokens for thumbnails
     # --- rollout ---
     rollout_residual: float = 0.5  # A' = a*A + (1-a)*I, Abnar & Zuidema 2020
+    rollout_head_fusion: str = "mean"  # mean | max | min over a layer's heads
+    rollout_discard_ratio: float = 0.0  # share of each row's smallest weights dropped before mixing
+    rollout_position: int | None = None  # extra decoder readout (token index); None = none
     seed: int = SEED
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def rollout_options(self) -> RolloutOptions:
+        return RolloutOptions(self.rollout_residual, self.rollout_head_fusion,  # type: ignore[arg-type]
+                              self.rollout_discard_ratio)
 
 
 DEFAULT_SETTINGS = Settings()

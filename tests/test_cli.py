@@ -169,3 +169,16 @@ def test_error_after_start_is_still_one_line(tmp_path: Path) -> None:
     res = run_cli(str(tmp_path / "model"), "--out", str(tmp_path / "r.html"))
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and "no config.json" in lines[0]
+
+
+def test_rollout_options_reach_the_json(tiny_models: dict[str, Path], short_probes: Path, tmp_path: Path) -> None:
+    res = run_cli(str(tiny_models["llama"]), "--out", str(tmp_path / "r.html"), "--probes", str(short_probes),
+                  "--max-tokens", "48", "--rollout-head-fusion", "max", "--rollout-residual", "0.7",
+                  "--rollout-position", "3", "-q")
+    assert res.returncode == 0, res.stderr
+    ro = load_json(tmp_path / "r.json")["rollout"]
+    assert ro["method"]["head_fusion"] == "max" and ro["method"]["residual"] == 0.7
+    assert ro["second_label"].startswith("position 3")
+    assert len(ro["rows_per_layer"]) == 2 and len(ro["second_rows_per_layer"]) == 2
+    for row in ro["rows_per_layer"] + ro["second_rows_per_layer"]:
+        assert abs(sum(row) - 1) < 1e-3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -150,26 +151,53 @@ def gamma_heads_png(report: Report) -> bytes:
     return _png(fig, dpi=110)
 
 
+def _depth_panel(ax: Any, rows: np.ndarray, labels: list[str], title: str) -> Any:
+    im = ax.imshow(np.sqrt(np.clip(rows, 0, 1)), cmap=_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=5)
+    ax.set_ylabel("after layer", fontsize=7)
+    ax.set_title(title, fontsize=7.5)
+    return im
+
+
 def rollout_png(report: Report) -> bytes:
-    """Left: rollout after the last layer with tokens on the axes. Right: the readout row layer by layer."""
+    """The depth view: where the readout's information comes from after each layer, rollout beside raw."""
     r = report.rollout
-    mat = np.array(r.matrix, dtype=float)
-    rows = np.array(r.rows_per_layer, dtype=float)
     labels = [_short(t) for t in r.tokens]
-    n = len(labels)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.6), gridspec_kw={"width_ratios": [1, 1.3]})
-    im = ax1.imshow(np.sqrt(mat), cmap=_CMAP, vmin=0, vmax=1, interpolation="nearest")
-    ax1.set_xticks(range(n), labels, rotation=90, fontsize=5.5)
-    ax1.set_yticks(range(n), labels, fontsize=5.5)
-    ax1.set_xlabel("source token (key)")
-    ax1.set_ylabel("position (query)")
-    ax1.set_title("rollout after the last layer (√ scale)", fontsize=8)
-    ax2.imshow(np.sqrt(rows), cmap=_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-    ax2.set_xticks(range(n), labels, rotation=90, fontsize=5.5)
-    ax2.set_ylabel("after layer")
-    ax2.set_title(f"where the {r.readout_label}'s information comes from, layer by layer", fontsize=8)
-    fig.colorbar(im, ax=ax2, fraction=0.03, pad=0.02, label="√ weight")
-    fig.tight_layout()
+    second = bool(r.second_label and r.second_rows_per_layer)
+    n_rows = 3 if second else 2
+    fig, axes = plt.subplots(n_rows, 2, figsize=(10.5, 3.3 * n_rows), squeeze=False)
+    mat = np.array(r.matrix, dtype=float)
+    mlabels = [_short(t) for t in report.thumbnails.tokens]
+    ax = axes[0][0]
+    ax.imshow(np.sqrt(np.clip(mat, 0, 1)), cmap=_CMAP, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks(range(len(mlabels)), mlabels, rotation=90, fontsize=5)
+    ax.set_yticks(range(len(mlabels)), mlabels, fontsize=5)
+    ax.set_xlabel("source token (key)", fontsize=7)
+    ax.set_title("rollout after the last layer (√ scale)", fontsize=7.5)
+    ax = axes[0][1]
+    layers = np.arange(len(r.first_token_share_per_layer))
+    ax.plot(layers, r.first_token_share_per_layer, color="#d62728", marker="o", ms=2.5, lw=1,
+            label="rollout share on token 0")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("after layer", fontsize=7)
+    ax.set_ylabel("share on token 0", fontsize=7, color="#d62728")
+    ax2 = ax.twinx()
+    ax2.plot(layers, r.effective_sources_per_layer, color="#1f3b73", marker="s", ms=2.5, lw=1,
+             label="effective number of source tokens")
+    ax2.set_ylabel("effective sources, exp(entropy)", fontsize=7, color="#1f3b73")
+    ax2.spines["right"].set_visible(True)
+    ax.set_title(f"{r.readout_label}: mass on token 0 and spread, layer by layer", fontsize=7.5)
+    _depth_panel(axes[1][0], np.array(r.rows_per_layer, dtype=float), labels,
+                 f"rollout of the {r.readout_label} after each layer")
+    im = _depth_panel(axes[1][1], np.array(r.raw_rows_per_layer, dtype=float), labels,
+                      f"raw attention of the {r.readout_label} in that layer alone")
+    if second:
+        _depth_panel(axes[2][0], np.array(r.second_rows_per_layer, dtype=float), labels,
+                     f"rollout, {r.second_label}")
+        _depth_panel(axes[2][1], np.array(r.second_raw_rows_per_layer, dtype=float), labels,
+                     f"raw attention, {r.second_label}")
+    fig.colorbar(im, ax=[row[1] for row in axes[1:]], fraction=0.025, pad=0.01, label="√ weight")
+    fig.subplots_adjust(hspace=0.55, wspace=0.25)
     return _png(fig, dpi=120)
 
 
