@@ -36,23 +36,25 @@ class AlertKind(str, Enum):
     """Some probes were cut to the token limit."""
 
 
-_TABLE: dict[AlertKind, tuple[str, str]] = {
-    AlertKind.SINK_HEADS: ("warning", "Heads parked on the first token"),
-    AlertKind.SINK_ON_FIRST_WORD: ("info", "No BOS token: the sink is the first word"),
-    AlertKind.SINK_ON_SPECIAL: ("info", "Position 0 is a special token"),
-    AlertKind.DECAY_LIKE_UNIFORM: ("warning", "Decay not distinguishable from uniform attention"),
-    AlertKind.NULL_INTERVALS_OVERLAP: ("info", "γ intervals overlap the null's; the paired test separates them"),
-    AlertKind.PREDICTION_OUTSIDE_CI: ("info", "Config prediction outside the measured interval"),
-    AlertKind.POOR_TAIL_FIT: ("warning", "Power law fits the tail poorly"),
-    AlertKind.ROLLOUT_ON_FIRST_TOKEN: ("info", "Rollout mass piles up on the first token"),
-    AlertKind.PROBES_TRUNCATED: ("info", "Probes truncated"),
+# kind -> (severity, title, section of the report that holds the evidence)
+_TABLE: dict[AlertKind, tuple[str, str, str]] = {
+    AlertKind.SINK_HEADS: ("warning", "Heads parked on the first token", "table"),
+    AlertKind.SINK_ON_FIRST_WORD: ("info", "No BOS token: the sink is the first word", "reading"),
+    AlertKind.SINK_ON_SPECIAL: ("info", "Position 0 is a special token", "reading"),
+    AlertKind.DECAY_LIKE_UNIFORM: ("warning", "Decay not distinguishable from uniform attention", "distance"),
+    AlertKind.NULL_INTERVALS_OVERLAP: ("info", "γ intervals overlap the null's; the paired test separates them",
+                                       "distance"),
+    AlertKind.PREDICTION_OUTSIDE_CI: ("info", "Config prediction outside the measured interval", "distance"),
+    AlertKind.POOR_TAIL_FIT: ("warning", "Power law fits the tail poorly", "distance"),
+    AlertKind.ROLLOUT_ON_FIRST_TOKEN: ("info", "Rollout mass piles up on the first token", "rollout"),
+    AlertKind.PROBES_TRUNCATED: ("info", "Probes truncated", "method"),
 }
 
 
 def make_alert(kind: AlertKind, message: str, heads: list[tuple[int, int]] | None = None) -> Alert:
-    severity, title = _TABLE[kind]
+    severity, title, evidence = _TABLE[kind]
     return Alert(code=kind.value, severity=severity, title=title, message=message,
-                 heads=tuple(heads or ()))
+                 heads=tuple(heads or ()), evidence=evidence)
 
 
 def heads_str(heads: list[tuple[int, int]], limit: int = 12) -> str:

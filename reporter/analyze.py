@@ -113,8 +113,13 @@ def predict_gamma(facts: ModelFacts, T: int) -> Prediction:
     if facts.partial_rotary_factor not in (None, 1, 1.0):
         reason += (f"; only {facts.partial_rotary_factor:g} of each head's dimensions rotate, which the closed "
                    "form ignores")
-    if facts.sliding_window:
-        reason += f"; sliding window of {facts.sliding_window} tokens: beyond it attention is exactly zero"
+    if facts.sliding_window and facts.n_sliding_layers != 0:
+        k = facts.n_sliding_layers
+        if k is None or k == facts.num_layers:
+            reason += f"; sliding window of {facts.sliding_window} tokens: beyond it attention is exactly zero"
+        else:
+            reason += (f"; a sliding window of {facts.sliding_window} tokens on {k} of {facts.num_layers} layers "
+                       "(beyond it those layers' attention is exactly zero); the others attend globally")
     z = math.sqrt(2.0) * T * t_scale / theta_eff
     t_train = facts.max_position_embeddings
     g_train = pade_gamma(theta_eff, t_train * t_scale) if t_train else None

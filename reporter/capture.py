@@ -64,13 +64,31 @@ class Captured:
     reduce_seconds: float = 0.0
 
 
+# Architectures that predate transformers' output recorder: (module name suffix, index of the weights).
+_LEGACY_ATTENTION: dict[str, tuple[str, int]] = {
+    "bloom": (".self_attention", 1),
+}
+
+
+def attended_model(model: Any) -> Any:
+    """The part whose self-attention we read: the encoder of an encoder-decoder, else the model."""
+    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        return model.get_encoder()
+    return model
+
+
 def attention_modules(model: Any) -> list[tuple[str, Any, int]]:
     """The modules whose forward returns a layer's attention weights, in layer order, with the index
     of the weights in their output tuple. Uses transformers' own record of where attentions live."""
+    model = attended_model(model)
     rec = getattr(model, "_can_record_outputs", None) or {}
     spec = rec.get("attentions")
     if spec is None:
-        return []
+        legacy = _LEGACY_ATTENTION.get(getattr(model.config, "model_type", ""))
+        if legacy is None:
+            return []
+        suffix, index = legacy
+        return [(name, mod, index) for name, mod in model.named_modules() if name.endswith(suffix)]
     if isinstance(spec, type):
         cls, index, layer_name = spec, 1, None
     else:
@@ -282,7 +300,7 @@ def capture(loaded: LoadedModel, probes: list[TokenizedProbe], settings: Setting
             ids = torch.tensor([probe.input_ids], device=facts.device)
             t0 = time.perf_counter()
             with torch.inference_mode():
-                loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+                attended_model(loaded.model)(input_ids=ids, attention_mask=torch.ones_like(ids))
             red.c.forward_seconds += time.perf_counter() - t0
             if len(seen) != n_layers:
                 raise UnsupportedModelError(

@@ -43,6 +43,10 @@ def _quiet_libraries() -> None:
 @click.option("--json", "json_path", default=None, metavar="PATH",
               help="Where the JSON of every number goes [default: beside the report, .json].")
 @click.option("--no-json", is_flag=True, help="Do not write the JSON.")
+@click.option("--markdown", "markdown", default=None, metavar="PATH",
+              help="Also write a model-card section (Markdown) linking to the PDF.")
+@click.option("--paper", default="a4", show_default=True, type=click.Choice(["a4", "letter"]),
+              help="PDF page size.")
 @click.option("--probes", "probes_file", default=None, metavar="FILE",
               help="Your own probes: UTF-8 text, one probe per block, blocks separated by blank lines.")
 @click.option("--max-tokens", default=None, type=click.IntRange(min=4),
@@ -65,7 +69,8 @@ def _quiet_libraries() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Print progress details and tracebacks.")
 @click.version_option(__version__, "--version", prog_name="attn-report")
-def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
+def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, markdown: str | None,
+        paper: str, probes_file: str | None,
         max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
         rollout_residual: float, rollout_head_fusion: str, rollout_discard_ratio: float,
         rollout_position: int | None, quiet: bool, verbose: bool) -> None:
@@ -93,8 +98,8 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
         settings = dataclasses.replace(DEFAULT_SETTINGS, rollout_residual=rollout_residual,
                                        rollout_head_fusion=rollout_head_fusion,
                                        rollout_discard_ratio=rollout_discard_ratio, rollout_position=rollout_position)
-        code = _main(model, out, pdf, json_path, no_json, probes_file, max_tokens, device, dtype, revision,
-                     trust_remote_code, quiet, settings)
+        code = _main(model, out, pdf, json_path, no_json, markdown, paper, probes_file, max_tokens, device, dtype,
+                     revision, trust_remote_code, quiet, settings)
     except AttnReportError as exc:
         if verbose:
             log.exception("traceback:")
@@ -116,7 +121,8 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
     sys.exit(code)
 
 
-def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, probes_file: str | None,
+def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, markdown: str | None,
+          paper: str, probes_file: str | None,
           max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
           quiet: bool, settings: Settings) -> int:
     from reporter.outputs import plan_outputs
@@ -124,7 +130,7 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
     inputs = [Path(model).expanduser()]
     if probes_file:
         inputs.append(Path(probes_file).expanduser())
-    plan = plan_outputs(out, pdf, json_path, no_json, inputs)
+    plan = dataclasses.replace(plan_outputs(out, pdf, json_path, no_json, inputs, markdown), paper=paper)
     if probes_file is not None and not Path(probes_file).expanduser().is_file():
         raise InputError(f"probe file '{probes_file}' does not exist", "check the --probes path")
     if not logging.getLogger("reporter").isEnabledFor(logging.DEBUG):

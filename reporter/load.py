@@ -87,6 +87,8 @@ class ModelFacts:
     rope_scaling_type: str | None = None  # linear, dynamic, yarn, llama3, ... (None = plain RoPE)
     rope_scaling_factor: float | None = None
     sliding_window: int | None = None
+    n_sliding_layers: int | None = None  # how many layers use the window (None: all, when there is one)
+    is_encoder_decoder: bool = False
 
 
 @dataclass
@@ -369,6 +371,8 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         rope_scaling_type=rope_scaling_of(cfg)[0],
         rope_scaling_factor=rope_scaling_of(cfg)[1],
         sliding_window=getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None,
+        n_sliding_layers=_n_sliding_layers(cfg),
+        is_encoder_decoder=bool(getattr(net.config, "is_encoder_decoder", False)),
         max_position_embeddings=getattr(cfg, "max_position_embeddings", None)
         or getattr(cfg, "n_positions", None),
         bos_added=bool(bos_added),
@@ -379,6 +383,14 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         device=device,
     )
     return LoadedModel(net, tokenizer, facts)
+
+
+def _n_sliding_layers(cfg: Any) -> int | None:
+    """Layers marked 'sliding_attention' in layer_types (Gemma-2/3, Qwen2 with max_window_layers)."""
+    types = getattr(cfg, "layer_types", None)
+    if not types:
+        return None
+    return sum(1 for t in types if "sliding" in str(t))
 
 
 def _hub_fallback_to_cache(repo_id: str, revision: str | None) -> bool:

@@ -19,13 +19,14 @@ class OutputPlan:
     pdf: Path | None
     json: Path | None
     markdown: Path | None = None
+    paper: str = "a4"  # PDF page size: a4 | letter
 
     def paths(self) -> list[Path]:
         return [p for p in (self.html, self.pdf, self.json, self.markdown) if p is not None]
 
 
 def plan_outputs(out: str, pdf: str | None, json_path: str | None, no_json: bool,
-                 inputs: list[Path]) -> OutputPlan:
+                 inputs: list[Path], markdown: str | None = None) -> OutputPlan:
     """Decide and validate every output path; raise before the model is even loaded."""
     out_p = Path(out).expanduser()
     kind = REPORT_SUFFIXES.get(out_p.suffix.lower())
@@ -45,7 +46,10 @@ def plan_outputs(out: str, pdf: str | None, json_path: str | None, no_json: bool
     json_p = None if no_json else (Path(json_path).expanduser() if json_path else out_p.with_suffix(".json"))
     if json_p is not None and json_p.suffix.lower() != ".json":
         raise InputError(f"--json '{json_path}' must end in .json", "rename the output")
-    plan = OutputPlan(html_p, pdf_p, json_p)
+    md_p = Path(markdown).expanduser() if markdown else None
+    if md_p is not None and md_p.suffix.lower() not in (".md", ".markdown"):
+        raise InputError(f"--markdown '{markdown}' must end in .md", "rename the output")
+    plan = OutputPlan(html_p, pdf_p, json_p, md_p)
     resolved = [p.resolve() for p in plan.paths()]
     if len(set(resolved)) != len(resolved):
         raise InputError("two outputs point to the same file", "give --out, --pdf and --json different names")

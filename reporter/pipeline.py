@@ -74,6 +74,9 @@ def run(opts: RunOptions, settings: Settings) -> Report:
     t = time.perf_counter()
     limit = opts.max_tokens
     notices: list[str] = []
+    if loaded.facts.is_encoder_decoder:
+        notices.append("Encoder-decoder model: the encoder's self-attention is analysed; decoder self-attention and "
+                       "cross-attention are not.")
     pos_limit = loaded.facts.max_position_embeddings
     if pos_limit and limit > pos_limit:
         if opts.max_tokens_given:

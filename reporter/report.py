@@ -131,6 +131,7 @@ class Alert:
     title: str
     message: str
     heads: tuple[tuple[int, int], ...]
+    evidence: str = ""  # id of the report section that shows the evidence
 
 
 @dataclass(frozen=True)

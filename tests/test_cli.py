@@ -182,3 +182,18 @@ def test_rollout_options_reach_the_json(tiny_models: dict[str, Path], short_prob
     assert len(ro["rows_per_layer"]) == 2 and len(ro["second_rows_per_layer"]) == 2
     for row in ro["rows_per_layer"] + ro["second_rows_per_layer"]:
         assert abs(sum(row) - 1) < 1e-3
+
+
+def test_markdown_card_links_to_the_pdf_and_paper_size_applies(tiny_models: dict[str, Path], short_probes: Path,
+                                                                 tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    res = run_cli(str(tiny_models["llama"]), "--out", str(tmp_path / "r.pdf"), "--markdown",
+                  str(tmp_path / "docs" / "card.md"), "--paper", "letter", "--probes", str(short_probes),
+                  "--max-tokens", "48", "-q")
+    assert res.returncode == 0, res.stderr
+    card = (tmp_path / "docs" / "card.md").read_text(encoding="utf-8")
+    assert "](../r.pdf)" in card and "γ measured" in card and "| head families |" in card
+    from pypdf import PdfReader
+
+    box = PdfReader(str(tmp_path / "r.pdf")).pages[0].mediabox
+    assert (round(float(box.width)), round(float(box.height))) == (612, 792)  # US letter in points

@@ -18,9 +18,13 @@ def render_all(report: Report, plan: OutputPlan) -> list[Path]:
     if plan.pdf is not None:
         from reporter.render.pdf import render_pdf
 
-        blobs.append((plan.pdf, render_pdf(report)))
+        blobs.append((plan.pdf, render_pdf(report, paper=plan.paper)))
     if plan.json is not None:
         blobs.append((plan.json, to_json(report).encode("utf-8")))
+    if plan.markdown is not None:
+        from reporter.render.markdown import render_markdown
+
+        blobs.append((plan.markdown, render_markdown(report, plan.markdown, plan.pdf).encode("utf-8")))
     for path, data in blobs:
         write_atomic(path, data)
     return [p for p, _ in blobs]

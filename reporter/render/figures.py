@@ -25,6 +25,7 @@ plt.rcParams.update({
     "axes.spines.right": False,
 })
 _CMAP = "magma_r"
+MAX_FULL_THUMBS = 600  # above this many heads, thumbnails drop to one pixel per token
 MIN_PAIRS_DRAWN = 32  # the U curve is drawn only where each head has at least this many pairs
 _THUMB_SCALE = 2  # nearest-neighbour upscaling so a 30-token map stays crisp at thumbnail size
 
@@ -227,13 +228,18 @@ class Figures:
     rollout: str
     gallery: tuple[str, ...]  # data URIs, in the order of report.gallery
     gamma_heads: str
+    thumb_note: str  # says so when thumbnails were reduced to keep the file small
 
 
 def render_figures(report: Report) -> Figures:
     thumbs = {}
+    n_maps = report.model.num_layers * report.model.num_heads
+    scale = _THUMB_SCALE if n_maps <= MAX_FULL_THUMBS else 1  # a big model gets one pixel per token
+    note = "" if scale == _THUMB_SCALE else (
+        f"{n_maps} heads: thumbnails are stored at one pixel per token to keep this file small.")
     for layer, lmaps in enumerate(report.thumbnails.maps):
         for head, hmap in enumerate(lmaps):
-            thumbs[(layer, head)] = data_uri(map_png(np.array(hmap, dtype=float)), "image/png")
+            thumbs[(layer, head)] = data_uri(map_png(np.array(hmap, dtype=float), scale), "image/png")
     return Figures(
         thumbs=thumbs,
         ucurve=data_uri(ucurve_svg(report), "image/svg+xml"),
@@ -241,4 +247,5 @@ def render_figures(report: Report) -> Figures:
         rollout=data_uri(rollout_png(report), "image/png"),
         gallery=tuple(data_uri(gallery_png(g), "image/png") for g in report.gallery),
         gamma_heads=data_uri(gamma_heads_png(report), "image/png"),
+        thumb_note=note,
     )

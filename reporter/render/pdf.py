@@ -8,8 +8,10 @@ from reporter.outputs import MARK
 from reporter.render.html import render_html
 from reporter.report import Report
 
+PAPER_SIZES = {"a4": "A4", "letter": "letter"}
 
-def render_pdf(report: Report) -> bytes:
+
+def render_pdf(report: Report, paper: str = "a4") -> bytes:
     import weasyprint
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
@@ -17,4 +19,5 @@ def render_pdf(report: Report) -> bytes:
     html = render_html(report, medium="print")
     doc = weasyprint.HTML(string=html, base_url=None)
     # The identifier lands in the uncompressed trailer, where outputs.written_by_us finds it.
-    return doc.write_pdf(pdf_identifier=MARK)  # type: ignore[no-any-return]
+    page = weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]}; }}")
+    return doc.write_pdf(pdf_identifier=MARK, stylesheets=[page])  # type: ignore[no-any-return]
