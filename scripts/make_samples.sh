@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin/attn-report
 mkdir -p sample_reports /tmp/attn-samples
 for m in smollm2-135m minilm-l6; do
-  "$BIN" "$m" --out "sample_reports/$m.html" --pdf "sample_reports/$m.pdf" --json "sample_reports/$m.json"
+  "$BIN" "$m" --out "sample_reports/$m.html" --pdf "sample_reports/$m.pdf" --json "sample_reports/$m.json" \
+    --markdown "sample_reports/$m.md"
 done
 if command -v pdftoppm >/dev/null; then
   for m in smollm2-135m minilm-l6; do pdftoppm -r 50 -png "sample_reports/$m.pdf" "/tmp/attn-samples/$m-page"; done
