@@ -175,13 +175,34 @@ def _recency_end(curve: np.ndarray, d_min: int, d_max: int, s: Settings) -> int:
     return max(1, end)
 
 
-def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
+def window_of_layers(facts: ModelFacts | None, n_layers: int) -> dict[int, int]:
+    """layer -> sliding window, for the layers that use one (beyond it their attention is exactly zero)."""
+    if facts is None or not facts.sliding_window or facts.n_sliding_layers == 0:
+        return {}
+    layers = facts.sliding_layers if facts.sliding_layers is not None else tuple(range(n_layers))
+    return {layer: int(facts.sliding_window) for layer in layers if layer < n_layers}
+
+
+def _binned(sums: np.ndarray, pairs: np.ndarray, edges: np.ndarray) -> tuple[float | None, ...]:
+    """Mean attention in log-spaced distance bins: sums [d] and pairs [d] -> one value per bin."""
+    out: list[float | None] = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        p = pairs[lo:hi].sum()
+        out.append(float(f"{sums[lo:hi].sum() / p:.4g}") if p > 0 else None)
+    return tuple(out)
+
+
+def analyze_distance(c: Captured, T: int, s: Settings, windows: dict[int, int] | None = None) -> Distance:
+    """The U curve and γ. `windows` (layer -> sliding window) keeps those layers' fits inside the window."""
+    windows = windows or {}
     d_max_all = c.dist_pairs.shape[0]
     pairs_lh = c.dist_pairs * c.n_layers * c.n_heads
     curve = mean_curve(c.dist_sums.sum((0, 1)), pairs_lh)
     unit_s, unit_p, null_s = np.array(c.unit_sums), np.array(c.unit_pairs), np.array(c.null_unit_sums)
     null_curve = mean_curve(null_s.sum(0), unit_p.sum(0))
     d_max = T // 2
+    if windows and len(windows) == c.n_layers:  # every layer slides: nothing to fit past the window
+        d_max = min(d_max, min(windows.values()) - 1)
     rec = _recency_end(curve, s.tail_d_min, d_max, s)
     d_min = max(s.tail_d_min, rec + 1)
     d = np.arange(d_max_all)
@@ -213,15 +234,22 @@ def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
     per_layer: list[float | None] = []
     for layer in range(c.n_layers):
         lc = mean_curve(c.dist_sums[layer].sum(0), c.dist_pairs * c.n_heads)
-        lf = fit_tail(d, lc, d_min, d_max, s.tail_bins)
+        lf = fit_tail(d, lc, d_min, min(d_max, windows.get(layer, d_max + 1) - 1), s.tail_bins)
         per_layer.append(_r(lf.gamma) if lf else None)
     per_head = []
     for layer in range(c.n_layers):
         row: list[float | None] = []
         for head in range(c.n_heads):
-            hf = fit_tail(d, mean_curve(c.dist_sums[layer, head], c.dist_pairs), d_min, d_max, s.tail_bins)
+            hf = fit_tail(d, mean_curve(c.dist_sums[layer, head], c.dist_pairs), d_min,
+                          min(d_max, windows.get(layer, d_max + 1) - 1), s.tail_bins)
             row.append(_r(hf.gamma) if hf else None)
         per_head.append(tuple(row))
+    edges = np.unique(np.round(np.geomspace(1, max(2, d_max_all), s.curve_bins + 1)).astype(int))
+    edges[-1] = d_max_all
+    layer_curves = tuple(_binned(c.dist_sums[layer].sum(0), c.dist_pairs * c.n_heads, edges)
+                         for layer in range(c.n_layers))
+    head_curves = tuple(tuple(_binned(c.dist_sums[layer, head], c.dist_pairs, edges) for head in range(c.n_heads))
+                        for layer in range(c.n_layers))
     n_show = min(d_max_all, max(T, 2))
     return Distance(
         d=tuple(range(n_show)),
@@ -233,6 +261,8 @@ def analyze_distance(c: Captured, T: int, s: Settings) -> Distance:
         recency_end=int(rec),
         gamma=gamma, null_gamma=null_gamma, distinguishable_from_uniform=distinct, gamma_minus_null_ci95=diff_ci,
         gamma_per_layer=tuple(per_layer), gamma_per_head=tuple(per_head), note=note,
+        bin_edges=tuple(int(e) for e in edges), curve_per_layer=layer_curves, curve_per_head=head_curves,
+        sliding_windows={str(k): v for k, v in windows.items()},
     )
 
 
@@ -365,7 +395,7 @@ def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notice
     has_induction = any(p.period is not None for p in probes)
     heads = score_heads(c, facts, has_induction, s)
     T = max(p.n_tokens for p in probes)
-    dist = analyze_distance(c, T, s)
+    dist = analyze_distance(c, T, s, window_of_layers(facts, c.n_layers))
     pred = validity_gate(predict_gamma(facts, T), dist.gamma.value if dist.gamma else None)
     roll = build_rollout(c, facts, s)
     alerts = find_alerts(heads, facts, dist, pred, roll, probes, s)

@@ -88,6 +88,7 @@ class ModelFacts:
     rope_scaling_factor: float | None = None
     sliding_window: int | None = None
     n_sliding_layers: int | None = None  # how many layers use the window (None: all, when there is one)
+    sliding_layers: tuple[int, ...] | None = None  # which layers use it (None: all, when there is one)
     is_encoder_decoder: bool = False
 
 
@@ -372,6 +373,7 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         rope_scaling_factor=rope_scaling_of(cfg)[1],
         sliding_window=getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None,
         n_sliding_layers=_n_sliding_layers(cfg),
+        sliding_layers=_sliding_layers(cfg),
         is_encoder_decoder=bool(getattr(net.config, "is_encoder_decoder", False)),
         max_position_embeddings=getattr(cfg, "max_position_embeddings", None)
         or getattr(cfg, "n_positions", None),
@@ -383,6 +385,13 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         device=device,
     )
     return LoadedModel(net, tokenizer, facts)
+
+
+def _sliding_layers(cfg: Any) -> tuple[int, ...] | None:
+    types = getattr(cfg, "layer_types", None)
+    if not types:
+        return None
+    return tuple(i for i, t in enumerate(types) if "sliding" in str(t))
 
 
 def _n_sliding_layers(cfg: Any) -> int | None:

@@ -81,6 +81,10 @@ class Distance:
     gamma_per_layer: tuple[float | None, ...]
     gamma_per_head: tuple[tuple[float | None, ...], ...]  # [layer][head], point estimates
     note: str
+    bin_edges: tuple[int, ...] = ()  # log-spaced distance bins [edge_k, edge_k+1) for the curves below
+    curve_per_layer: tuple[tuple[float | None, ...], ...] = ()  # [layer][bin] mean attention
+    curve_per_head: tuple[tuple[tuple[float | None, ...], ...], ...] = ()  # [layer][head][bin]
+    sliding_windows: dict[str, int] = field(default_factory=dict)  # layer -> window; fits stay inside it
 
 
 @dataclass(frozen=True)

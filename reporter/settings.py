@@ -27,6 +27,7 @@ class Settings:
     # --- distance / gamma ---
     tail_d_min: int = 16  # first distance of the tail fit (past the recency region)
     tail_bins: int = 24  # log-spaced bins between d_min and d_max for the fit
+    curve_bins: int = 32  # log-spaced bins for the per-layer and per-head curves in the JSON
     bootstrap_samples: int = 1000  # resamples of (probe, query block) units for the 95% CI
     query_block: int = 64  # query rows per bootstrap unit
     # --- capture ---

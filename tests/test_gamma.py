@@ -107,3 +107,21 @@ def test_prediction_at_trained_context_is_reported() -> None:
     p = predict_gamma(facts(rope_theta=1e5), 1024)  # max_position_embeddings = 2048 in these facts
     z = math.sqrt(2) * 2048 / 1e5
     assert p.T_trained == 2048 and p.gamma_trained == pytest.approx((2 - z) / (2 + z), abs=1e-6)
+
+
+def test_sliding_window_layers_are_fitted_inside_the_window() -> None:
+    rng = np.random.default_rng(9)
+    maps = []
+    for _ in range(3):
+        a = planted_map(256, 0.7, rng)[0, 0]
+        window = 64
+        a = np.where(np.subtract.outer(np.arange(256), np.arange(256)) >= window, 0.0, a)
+        a[:, 0] = 0.0
+        a[:, 0] = 1.0 - a.sum(-1)  # keep rows stochastic: the sink takes what the window cut off
+        maps.append(a[None, None])
+    dist = analyze_distance(capture_synthetic(maps), 256, S, windows={0: 64})
+    assert dist.gamma is not None and dist.gamma.fit_range[1] == 63
+    assert dist.gamma.value == pytest.approx(0.7, abs=0.05)
+    assert dist.sliding_windows == {"0": 64}
+    assert len(dist.curve_per_layer) == 1 and len(dist.curve_per_head[0]) == 1
+    assert len(dist.curve_per_layer[0]) == len(dist.bin_edges) - 1
