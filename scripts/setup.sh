@@ -14,6 +14,11 @@ if ! ldconfig -p 2>/dev/null | grep -q "libpango-1.0.so"; then
   fi
 fi
 
+# Debian's Chromium for the browser test of the HTML report (skipped by the tests when absent).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "setup: chromium not installed" >&2
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 # torch first and pinned: a bare 'torch' requirement can pull a multi-GB CUDA build.
