@@ -145,6 +145,7 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
     report = run(opts, settings)
     from reporter.render import render_all
 
+    log.info("rendering %s ...", ", ".join(p.suffix.lstrip(".") for p in plan.paths()))
     written = render_all(report, plan)
     if not quiet:
         for p in written:

@@ -104,6 +104,10 @@ def ucurve_svg(report: Report) -> bytes:
             xs = np.array([lo, hi], dtype=float)
             ax.loglog(xs, y0 * (xs / x0) ** (-g.value), color="#c0392b", lw=1.6,
                       label=f"fit γ = {g.value:.3f}")
+            if g.ci95 is not None:  # slopes at the ends of the 95% interval, through the same pivot
+                lo_line, hi_line = y0 * (xs / x0) ** (-g.ci95[0]), y0 * (xs / x0) ** (-g.ci95[1])
+                ax.fill_between(xs, np.minimum(lo_line, hi_line), np.maximum(lo_line, hi_line), color="#c0392b",
+                                alpha=0.15, lw=0, label=f"95% CI of γ [{g.ci95[0]:.3f}, {g.ci95[1]:.3f}]")
     if dist.sink_share > 0:
         ax.annotate(f"sink (key 0): {dist.sink_share:.1%} of all weight,\nnot part of this curve",
                     xy=(0.98, 0.97), xycoords="axes fraction", ha="right", va="top", fontsize=7, color="#d62728")
