@@ -13,10 +13,12 @@ import click
 
 from reporter import __version__
 from reporter.errors import AttnReportError, InputError
+from reporter.gates import Gate, failed_gates, parse_gate
 from reporter.settings import Settings
 
 log = logging.getLogger("reporter")
 
+EXIT_GATE = 1  # a --fail-on condition held
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
@@ -66,6 +68,9 @@ def _quiet_libraries() -> None:
               type=click.FloatRange(0.0, 1.0, max_open=True), help="Drop this share of each row's smallest weights.")
 @click.option("--rollout-position", default=None, type=click.IntRange(min=0),
               help="Decoders: also follow this token position through the layers (0-based).")
+@click.option("--fail-on", "fail_on", multiple=True, metavar="COND",
+              help="Exit 1 when COND holds (repeatable): gamma-outside:LO,HI | alert:CODE | "
+                   "family-count:FAMILY(>|>=|<|<=|=)N. The report is written either way.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Print progress details and tracebacks.")
 @click.version_option(__version__, "--version", prog_name="attn-report")
@@ -73,7 +78,7 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
         paper: str, probes_file: str | None,
         max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
         rollout_residual: float, rollout_head_fusion: str, rollout_discard_ratio: float,
-        rollout_position: int | None, quiet: bool, verbose: bool) -> None:
+        rollout_position: int | None, fail_on: tuple[str, ...], quiet: bool, verbose: bool) -> None:
     """Write a diagnostic report of MODEL's attention.
 
     MODEL is a builtin alias (smollm2-135m, minilm-l6), a local Hugging Face folder, a .gguf file,
@@ -98,8 +103,9 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
         settings = dataclasses.replace(DEFAULT_SETTINGS, rollout_residual=rollout_residual,
                                        rollout_head_fusion=rollout_head_fusion,
                                        rollout_discard_ratio=rollout_discard_ratio, rollout_position=rollout_position)
+        gates = [parse_gate(t) for t in fail_on]  # bad grammar fails before the model loads
         code = _main(model, out, pdf, json_path, no_json, markdown, paper, probes_file, max_tokens, device, dtype,
-                     revision, trust_remote_code, quiet, settings)
+                     revision, trust_remote_code, quiet, settings, gates)
     except AttnReportError as exc:
         if verbose:
             log.exception("traceback:")
@@ -124,7 +130,7 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
 def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, markdown: str | None,
           paper: str, probes_file: str | None,
           max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
-          quiet: bool, settings: Settings) -> int:
+          quiet: bool, settings: Settings, gates: list[Gate]) -> int:
     from reporter.outputs import plan_outputs
     from reporter.pipeline import DEFAULT_MAX_TOKENS, RunOptions
     inputs = [Path(model).expanduser()]
@@ -151,7 +157,10 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
         for p in written:
             click.echo(f"wrote {p}")
     log.info("done in %.1f s (peak memory %.0f MB)", time.perf_counter() - t0, report.run.peak_rss_mb)
-    return 0
+    fired = failed_gates(report, gates)
+    for reason in fired:
+        click.echo(f"Fail: {reason}", err=True)
+    return EXIT_GATE if fired else 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -197,3 +197,25 @@ def test_markdown_card_links_to_the_pdf_and_paper_size_applies(tiny_models: dict
 
     box = PdfReader(str(tmp_path / "r.pdf")).pages[0].mediabox
     assert (round(float(box.width)), round(float(box.height))) == (612, 792)  # US letter in points
+
+
+@pytest.mark.parametrize("cond", ["gamma-outside:1", "alert:NOPE", "family-count:sink>>3", "weird:1"])
+def test_bad_fail_on_grammar_exits_2_before_loading(tmp_path: Path, cond: str) -> None:
+    res = run_cli("no-such-model-needed", "--fail-on", cond, "--out", str(tmp_path / "r.html"))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "--fail-on" in lines[0]
+
+
+def test_fail_on_conditions_exit_1_with_reasons_and_still_write_the_report(
+        tiny_models: dict[str, Path], short_probes: Path, tmp_path: Path) -> None:
+    args = [str(tiny_models["gpt2"]), "--out", str(tmp_path / "r.html"), "--probes", str(short_probes),
+            "--max-tokens", "64", "-q"]
+    res = run_cli(*args, "--fail-on", "gamma-outside:100,101", "--fail-on", "family-count:mixed>=0",
+                  "--fail-on", "alert:PROBES_TRUNCATED")
+    assert res.returncode == 1
+    fails = [ln for ln in res.stderr.splitlines() if ln.startswith("Fail: ")]
+    assert len(fails) == 3 and "gamma-outside:100,101" in fails[0] and "family-count:mixed>=0" in fails[1]
+    assert "PROBES_TRUNCATED" in fails[2]  # the third short probe is cut to --max-tokens 64
+    assert (tmp_path / "r.html").is_file() and (tmp_path / "r.json").is_file()
+    ok = run_cli(*args, "--fail-on", "gamma-outside:-100,100")
+    assert ok.returncode == 0, ok.stderr
