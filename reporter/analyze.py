@@ -11,6 +11,7 @@ import numpy as np
 from reporter.alerts import AlertKind, heads_str, make_alert
 from reporter.capture import Captured
 from reporter.distance import bootstrap_gammas, fit_tail, mean_curve, percentile_ci
+from reporter.horizon import closed_form_horizon, closed_form_interval, reach
 from reporter.load import ModelFacts
 from reporter.probes import PROBE_SET_VERSION, TokenizedProbe
 from reporter.report import (
@@ -20,7 +21,9 @@ from reporter.report import (
     Environment,
     GalleryItem,
     GammaFit,
+    HeadReach,
     HeadResult,
+    Horizon,
     ModelInfo,
     Prediction,
     ProbeInfo,
@@ -85,6 +88,27 @@ PRIOR_CAVEAT = ("The closed form is an architecture-only prior: it knows θ and 
                 "Instruction tuning, sliding windows and undertraining are known to break it.")
 
 
+def rope_geometry(facts: ModelFacts) -> tuple[float, float, str]:
+    """(θ_eff, t_scale, note): RoPE scaling as the closed form sees it, to first order.
+
+    linear / dynamic scaling stretch positions (T becomes T·t_scale); yarn, ntk, llama3 and longrope
+    stretch the base (θ becomes θ_eff). Only for RoPE models (facts.rope_theta set).
+    """
+    assert facts.rope_theta is not None
+    theta_eff, t_scale, note = facts.rope_theta, 1.0, ""
+    kind, factor = facts.rope_scaling_type, facts.rope_scaling_factor
+    if kind and factor:
+        if kind in ("linear", "dynamic"):
+            t_scale = 1.0 / factor
+            note = f"{kind} RoPE scaling ×{factor:g}: evaluated at T/{factor:g} (first-order estimate)"
+        elif kind in ("yarn", "ntk", "llama3", "longrope"):
+            theta_eff = facts.rope_theta * factor
+            note = f"{kind} RoPE scaling ×{factor:g}: evaluated with θ·{factor:g} (first-order estimate)"
+        else:
+            note = f"RoPE scaling '{kind}' is not modelled; plain θ used"
+    return theta_eff, t_scale, note
+
+
 def predict_gamma(facts: ModelFacts, T: int) -> Prediction:
     """The config's closed-form γ at the analysed span T and at the trained context, or 'not applicable'."""
     pe = facts.position_encoding
@@ -98,17 +122,7 @@ def predict_gamma(facts: ModelFacts, T: int) -> Prediction:
         }
         return Prediction(PREDICTION_METHOD, None, None, T, None, False, reasons.get(pe, reasons["other"]))
     theta = facts.rope_theta
-    theta_eff, t_scale, note = theta, 1.0, ""
-    kind, factor = facts.rope_scaling_type, facts.rope_scaling_factor
-    if kind and factor:
-        if kind in ("linear", "dynamic"):
-            t_scale = 1.0 / factor
-            note = f"{kind} RoPE scaling ×{factor:g}: evaluated at T/{factor:g} (first-order estimate)"
-        elif kind in ("yarn", "ntk", "llama3", "longrope"):
-            theta_eff = theta * factor
-            note = f"{kind} RoPE scaling ×{factor:g}: evaluated with θ·{factor:g} (first-order estimate)"
-        else:
-            note = f"RoPE scaling '{kind}' is not modelled; plain θ used"
+    theta_eff, t_scale, note = rope_geometry(facts)
     reason = f"RoPE with θ = {theta:g}; T = {T} tokens, the longest probe analysed"
     if facts.partial_rotary_factor not in (None, 1, 1.0):
         reason += (f"; only {facts.partial_rotary_factor:g} of each head's dimensions rotate, which the closed "
@@ -266,6 +280,73 @@ def analyze_distance(c: Captured, T: int, s: Settings, windows: dict[int, int] |
     )
 
 
+def _reach_or_none(d: int) -> int | None:
+    return int(d) if d >= 0 else None
+
+
+def analyze_horizon(c: Captured, facts: ModelFacts, heads: list[HeadResult], dist: Distance, pred: Prediction,
+                    T: int, s: Settings) -> Horizon:
+    """D_f overall, per layer and per head, and the closed-form horizon from the measured γ."""
+    key = "{:g}".format
+    overall: dict[str, int | None] = {}
+    per_layer: dict[str, tuple[int | None, ...]] = {}
+    per_head: dict[str, tuple[tuple[int | None, ...], ...]] = {}
+    for f in s.horizon_fractions:
+        overall[key(f)] = _reach_or_none(int(reach(c.dist_sums.sum((0, 1)), f)))
+        per_layer[key(f)] = tuple(_reach_or_none(int(v)) for v in reach(c.dist_sums.sum(1), f))
+        per_head[key(f)] = tuple(tuple(_reach_or_none(int(v)) for v in row) for row in reach(c.dist_sums, f))
+
+    lf = s.horizon_list_fraction
+    d_head = reach(c.dist_sums, lf)  # [L, H]
+    # A head with nearly all its weight on key 0 has a reach measured on crumbs: keep it off the lists.
+    listed = [HeadReach(h.layer, h.head, int(d_head[h.layer, h.head]), _r(1.0 - h.sink_mass))
+              for h in heads if d_head[h.layer, h.head] >= 0 and h.sink_mass <= s.alert_sink_share]
+    k = s.horizon_list_size
+    longest = tuple(sorted(listed, key=lambda r: (-r.distance, r.layer, r.head))[:k])
+    shortest = tuple(sorted(listed, key=lambda r: (r.distance, r.layer, r.head))[:k])
+    n_left = len(heads) - len(listed)
+    list_note = (f"{n_left} head(s) with more than {s.alert_sink_share:.0%} of their weight on token 0 are left off "
+                 "these lists: their reach is measured on the little weight they put elsewhere."
+                 if n_left else "")
+
+    applies, reason = False, ""
+    value = ratio = check = None
+    ci: tuple[float | None, float | None] | None = None
+    gamma = dist.gamma.value if dist.gamma else None
+    if facts.position_encoding != "rope" or facts.rope_theta is None:
+        reason = f"Not applicable: the form is RoPE geometry and this model has none ({pred.reason})."
+    elif gamma is None:
+        reason = "Not applicable: no γ could be measured, and the form needs the measured γ."
+    elif gamma >= 1.0:
+        reason = (f"Not applicable: the measured γ = {gamma:.3f} ≥ 1, a tail falling at least as fast as 1/d, "
+                  "for which the form gives no positive horizon.")
+    elif gamma <= 0.0:
+        reason = (f"Not applicable: the measured γ = {gamma:.3f} ≤ 0, no decay with distance, for which the form "
+                  "has no finite horizon inside the RoPE range.")
+    else:
+        theta_eff, t_scale, _ = rope_geometry(facts)
+        applies = True
+        value = _r(closed_form_horizon(theta_eff, gamma) / t_scale, 1)
+        ratio = _r(value / T, 4)
+        if dist.gamma and dist.gamma.ci95:
+            lo, hi = closed_form_interval(theta_eff, dist.gamma.ci95)
+            ci = (None if lo is None else _r(lo / t_scale, 1), None if hi is None else _r(hi / t_scale, 1))
+        reason = (f"θ·√2·(1 − γ)/(1 + γ) with θ = {theta_eff:g} and the measured γ = {gamma:.3f}. It is a length "
+                  "scale of the RoPE geometry, not a share of attention mass: compare it with T, not with D_f.")
+        g_pade = pade_gamma(theta_eff, T * t_scale)
+        if pred.gamma is not None and 0.0 < g_pade < 1.0:
+            check = _r(closed_form_horizon(theta_eff, g_pade) / t_scale, 6)
+    circularity = (f"Fed the predicted γ_Padé(θ, T) instead, the same formula returns T = {T} exactly, by "
+                   "construction (the form's authors note this circularity): only the measured γ makes it "
+                   "informative.")
+    return Horizon(
+        fractions=tuple(s.horizon_fractions), T=T, overall=overall, per_layer=per_layer, per_head=per_head,
+        list_fraction=lf, longest=longest, shortest=shortest, list_note=list_note,
+        closed_form_applies=applies, closed_form_reason=reason, closed_form=value, closed_form_ci95=ci,
+        closed_form_ratio=ratio, predicted_check=check, circularity_note=circularity if check is not None else "",
+    )
+
+
 def build_rollout(c: Captured, facts: ModelFacts, s: Settings) -> Rollout:
     assert c.rollout is not None and c.rollout_rows is not None and c.raw_rows is not None
     assert c.second_rows is not None and c.second_raw_rows is not None
@@ -397,6 +478,7 @@ def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notice
     T = max(p.n_tokens for p in probes)
     dist = analyze_distance(c, T, s, window_of_layers(facts, c.n_layers))
     pred = validity_gate(predict_gamma(facts, T), dist.gamma.value if dist.gamma else None)
+    horizon = analyze_horizon(c, facts, heads, dist, pred, T, s)
     roll = build_rollout(c, facts, s)
     alerts = find_alerts(heads, facts, dist, pred, roll, probes, s)
     counts = {fam: 0 for fam in (*FAMILIES, "mixed")}
@@ -427,6 +509,7 @@ def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notice
         family_counts=counts,
         distance=dist,
         prediction=pred,
+        horizon=horizon,
         rollout=roll,
         alerts=tuple(alerts),
         thumbnails=thumbs,

@@ -110,6 +110,36 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class HeadReach:
+    layer: int
+    head: int
+    distance: int  # D_f of this head, f = Horizon.list_fraction
+    nonsink_share: float  # share of the head's weight that is not on key 0: the mass D_f is taken of
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """How far back attention carries weight: D_f measured, and the closed form fed the measured γ."""
+
+    fractions: tuple[float, ...]  # the f of each D_f, e.g. (0.5, 0.9)
+    T: int  # longest probe analysed; no distance reaches T
+    overall: dict[str, int | None]  # f -> D_f over all layers and heads
+    per_layer: dict[str, tuple[int | None, ...]]  # f -> [layer]
+    per_head: dict[str, tuple[tuple[int | None, ...], ...]]  # f -> [layer][head]
+    list_fraction: float  # the f used for the heatmap and the longest / shortest lists
+    longest: tuple[HeadReach, ...]
+    shortest: tuple[HeadReach, ...]
+    list_note: str  # which heads the lists leave out and why
+    closed_form_applies: bool
+    closed_form_reason: str  # why it applies or not, in a sentence
+    closed_form: float | None  # θ·√2·(1 − γ_obs)/(1 + γ_obs), in tokens
+    closed_form_ci95: tuple[float | None, float | None] | None  # from γ's interval; None end = open
+    closed_form_ratio: float | None  # closed_form / T
+    predicted_check: float | None  # the same form fed γ_Padé(θ, T): T by construction
+    circularity_note: str
+
+
+@dataclass(frozen=True)
 class Rollout:
     method: dict[str, Any]
     probe: str
@@ -189,6 +219,7 @@ class Report:
     family_counts: dict[str, int]
     distance: Distance
     prediction: Prediction
+    horizon: Horizon
     rollout: Rollout
     alerts: tuple[Alert, ...]
     thumbnails: Thumbnails

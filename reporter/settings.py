@@ -30,6 +30,10 @@ class Settings:
     curve_bins: int = 32  # log-spaced bins for the per-layer and per-head curves in the JSON
     bootstrap_samples: int = 1000  # resamples of (probe, query block) units for the 95% CI
     query_block: int = 64  # query rows per bootstrap unit
+    # --- horizon ---
+    horizon_fractions: tuple[float, ...] = (0.5, 0.9)  # D_f: smallest d holding f of the non-sink mass
+    horizon_list_fraction: float = 0.9  # the f of the per-head heatmap and the longest / shortest lists
+    horizon_list_size: int = 5  # heads listed at each end
     # --- capture ---
     row_sum_tolerance: float = 1e-3  # |sum_j A[i, j] - 1| allowed
     causal_tolerance: float = 1e-6  # largest weight allowed above the diagonal in causal models

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from reporter.report import GalleryItem, Report  # noqa: E402
@@ -130,30 +132,72 @@ def gamma_layers_svg(report: Report) -> bytes:
         ax.axhline(report.prediction.gamma, color="#5aa469", lw=1, ls=":", label="γ predicted (config)")
     if report.distance.null_gamma is not None:
         ax.axhline(report.distance.null_gamma.value, color="#999999", lw=1, ls="--", label="γ uniform (null)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel("γ")
     ax.legend(fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.25))
     return _svg(fig)
 
 
-def gamma_heads_png(report: Report) -> bytes:
-    """γ of every head's own curve, as a layer × head heatmap (grey where no fit was possible)."""
-    g = np.array([[np.nan if v is None else v for v in row] for row in report.distance.gamma_per_head], dtype=float)
-    n_layers, n_heads = g.shape
+def _layer_head_png(values: np.ndarray, title: str, label: str, log: bool = False) -> bytes:
+    """A layer × head heatmap, grey where a head has no value; the colour range skips 2% outliers each side."""
+    n_layers, n_heads = values.shape
     fig, ax = plt.subplots(figsize=(min(7.0, 1.6 + 0.42 * n_heads), min(6.0, 1.0 + 0.17 * n_layers)))
     cmap = matplotlib.colormaps["viridis"].copy()
     cmap.set_bad("#dddddd")
-    finite = g[np.isfinite(g)]
+    finite = values[np.isfinite(values)]
     vmin, vmax = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0, 1)
-    im = ax.imshow(g, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    norm: Any = None
+    if log:
+        norm = LogNorm(vmin=max(1.0, vmin), vmax=max(2.0, vmax))
+        values = np.where(values < 1, 1, values)  # d = 0 (a head reading only itself) drawn at the floor
+        im = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    else:
+        im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=6)
     step = max(1, n_layers // 15)
     ax.set_yticks(range(0, n_layers, step), [str(i) for i in range(0, n_layers, step)], fontsize=6)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title("γ per head (tail fit on each head's own curve)", fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="γ")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label=label)
     return _png(fig, dpi=110)
+
+
+def _grid(rows: Any) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+
+
+def gamma_heads_png(report: Report) -> bytes:
+    """γ of every head's own curve, as a layer × head heatmap (grey where no fit was possible)."""
+    return _layer_head_png(_grid(report.distance.gamma_per_head), "γ per head (tail fit on each head's own curve)",
+                           "γ")
+
+
+def horizon_heads_png(report: Report) -> bytes:
+    """D_f of every head (f = the list fraction), log colour scale: reach spans one token to the whole probe."""
+    hz = report.horizon
+    f = f"{hz.list_fraction:g}"
+    return _layer_head_png(_grid(hz.per_head[f]), f"D_{f} per head: distance holding {hz.list_fraction:.0%} of "
+                           "the non-sink weight", f"D_{f} (tokens)", log=True)
+
+
+def horizon_layers_svg(report: Report) -> bytes:
+    """D_f per layer for every fraction, log y, with T as the ceiling."""
+    hz = report.horizon
+    fig, ax = plt.subplots(figsize=(6.4, 2.2))
+    styles = ["#5aa469", "#1f3b73", "#c0392b"]
+    for k, f in enumerate(hz.fractions):
+        vals = [np.nan if v is None else max(v, 0.5) for v in hz.per_layer[f"{f:g}"]]
+        ax.plot(range(len(vals)), vals, marker="o", ms=3, lw=1, color=styles[k % len(styles)],
+                label=f"D_{f:g} per layer")
+    ax.axhline(hz.T, color="#999999", lw=1, ls="--", label=f"T = {hz.T} (longest probe)")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("distance (tokens)")
+    ax.legend(fontsize=7, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 1.25))
+    return _svg(fig)
 
 
 def _depth_panel(ax: Any, rows: np.ndarray, labels: list[str], title: str) -> Any:
@@ -232,6 +276,8 @@ class Figures:
     rollout: str
     gallery: tuple[str, ...]  # data URIs, in the order of report.gallery
     gamma_heads: str
+    horizon_heads: str
+    horizon_layers: str
     thumb_note: str  # says so when thumbnails were reduced to keep the file small
 
 
@@ -251,5 +297,7 @@ def render_figures(report: Report) -> Figures:
         rollout=data_uri(rollout_png(report), "image/png"),
         gallery=tuple(data_uri(gallery_png(g), "image/png") for g in report.gallery),
         gamma_heads=data_uri(gamma_heads_png(report), "image/png"),
+        horizon_heads=data_uri(horizon_heads_png(report), "image/png"),
+        horizon_layers=data_uri(horizon_layers_svg(report), "image/svg+xml"),
         thumb_note=note,
     )
