@@ -29,6 +29,12 @@ class AlertKind(str, Enum):
     POOR_TAIL_FIT = "POOR_TAIL_FIT"
     """The power law explains the tail poorly (low R²): read γ as a rough slope only."""
 
+    NOOP_HEADS = "NOOP_HEADS"
+    """Heads whose output norm is a small share of their layer's median head: close to switched off."""
+
+    MASSIVE_ACTIVATIONS = "MASSIVE_ACTIVATIONS"
+    """Hidden states at token 0 hold values far above the other tokens' (Sun et al. 2024)."""
+
     ROLLOUT_ON_FIRST_TOKEN = "ROLLOUT_ON_FIRST_TOKEN"
     """Rollout of a causal model piles its mass on token 0: the sink carried through the layers."""
 
@@ -46,15 +52,19 @@ _TABLE: dict[AlertKind, tuple[str, str, str]] = {
                                        "distance"),
     AlertKind.PREDICTION_OUTSIDE_CI: ("info", "Config prediction outside the measured interval", "distance"),
     AlertKind.POOR_TAIL_FIT: ("warning", "Power law fits the tail poorly", "distance"),
+    AlertKind.NOOP_HEADS: ("info", "Heads that move almost nothing", "sink-evidence"),
+    AlertKind.MASSIVE_ACTIVATIONS: ("info", "Massive activations at the first token", "sink-evidence"),
     AlertKind.ROLLOUT_ON_FIRST_TOKEN: ("info", "Rollout mass piles up on the first token", "rollout"),
     AlertKind.PROBES_TRUNCATED: ("info", "Probes truncated", "method"),
 }
 
 
-def make_alert(kind: AlertKind, message: str, heads: list[tuple[int, int]] | None = None) -> Alert:
-    severity, title, evidence = _TABLE[kind]
+def make_alert(kind: AlertKind, message: str, heads: list[tuple[int, int]] | None = None,
+               evidence: str | None = None) -> Alert:
+    """An alert of `kind`; `evidence` overrides the table's section when a better one exists in this report."""
+    severity, title, section = _TABLE[kind]
     return Alert(code=kind.value, severity=severity, title=title, message=message,
-                 heads=tuple(heads or ()), evidence=evidence)
+                 heads=tuple(heads or ()), evidence=evidence or section)
 
 
 def heads_str(heads: list[tuple[int, int]], limit: int = 12) -> str:

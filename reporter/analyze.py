@@ -23,12 +23,15 @@ from reporter.report import (
     GammaFit,
     HeadReach,
     HeadResult,
+    HeadValues,
     Horizon,
+    LayerActivation,
     ModelInfo,
     Prediction,
     ProbeInfo,
     Report,
     Rollout,
+    SinkEvidence,
     Thumbnails,
 )
 from reporter.rollout import effective_sources
@@ -347,6 +350,92 @@ def analyze_horizon(c: Captured, facts: ModelFacts, heads: list[HeadResult], dis
     )
 
 
+def _opt(x: float, nd: int = 4) -> float | None:
+    return _r(x, nd) if np.isfinite(x) else None
+
+
+def analyze_values(c: Captured, heads: list[HeadResult], sink_label: str, special_label: str,
+                   s: Settings) -> SinkEvidence:
+    """Per-head value-weighted shares and no-op scores, and per-layer massive activations."""
+    v, act = c.values, c.activations
+    rows: list[HeadValues] = []
+    sink_heads = [(h.layer, h.head) for h in heads if h.sink_mass > s.alert_sink_share]
+    noop: list[tuple[int, int]] = []
+    applies = v is not None and not v.reason and v.rows > 0
+    if applies:
+        assert v is not None
+        m = v.sums
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = m["out_sum"] / v.rows  # [L, H]
+            med = np.median(out, axis=1, keepdims=True)
+            noop_score = np.where(med > 0, out / np.where(med > 0, med, 1.0), np.nan)
+            vshare = np.where(m["vshare_rows"] > 0, m["sink_vshare_sum"] / np.maximum(m["vshare_rows"], 1), np.nan)
+            ratio = np.where(m["sink_ratio_n"] > 0, m["sink_ratio_sum"] / np.maximum(m["sink_ratio_n"], 1), np.nan)
+            sp_ratio = np.where(m["special_ratio_n"] > 0,
+                                m["special_ratio_sum"] / np.maximum(m["special_ratio_n"], 1), np.nan)
+        has_special = v.special_rows > 0
+        for h in heads:
+            L, H = h.layer, h.head
+            rows.append(HeadValues(
+                layer=L, head=H, weight_share=h.sink_mass, value_share=_opt(vshare[L, H]),
+                value_norm_ratio=_opt(ratio[L, H]), output_norm=_r(out[L, H], 5), noop_score=_opt(noop_score[L, H]),
+                sink_output_norm=_r(m["sink_out_sum"][L, H] / v.rows, 5),
+                rest_output_norm=_r(m["rest_out_sum"][L, H] / v.rows, 5),
+                special_weight_share=_r(m["special_w_sum"][L, H] / v.special_rows) if has_special else None,
+                special_value_share=_r(m["special_vshare_sum"][L, H] / v.special_rows) if has_special else None,
+                special_norm_ratio=_opt(sp_ratio[L, H]) if has_special else None,
+            ))
+            if np.isfinite(noop_score[L, H]) and noop_score[L, H] < s.bar_noop:
+                noop.append((L, H))
+    by_pos = {(x.layer, x.head): x for x in rows}
+    picked = [by_pos[p] for p in sink_heads if p in by_pos]
+    vs = [x.value_share for x in picked if x.value_share is not None]
+    nr = [x.value_norm_ratio for x in picked if x.value_norm_ratio is not None]
+    listed = sorted(picked or rows, key=lambda x: (-x.weight_share, x.layer, x.head))[:s.sink_list_size]
+
+    def mean_of(vals: list[float | None]) -> float | None:
+        kept = [x for x in vals if x is not None]
+        return _r(float(np.mean(kept))) if kept else None
+
+    def median_of(vals: list[float | None]) -> float | None:
+        kept = [x for x in vals if x is not None]
+        return _r(float(np.median(kept))) if kept else None
+
+    layers: list[LayerActivation] = []
+    act_applies = act is not None and not act.reason and act.dims_sum is not None and bool(act.n_probes.any())
+    peak_layer = peak_ratio = None
+    if act_applies:
+        assert act is not None and act.dims_sum is not None
+        for L in range(c.n_layers):
+            n = max(1.0, act.n_probes[L])
+            sp, mp = act.sink_peak_sum[L] / n, act.median_peak_sum[L] / n
+            top = tuple(int(d) for d in np.argsort(-act.dims_sum[L], kind="stable")[:3])
+            layers.append(LayerActivation(L, _r(sp, 3), _r(mp, 4), _r(sp / mp, 2) if mp > 0 else None, top))
+        ratios = [(x.ratio, x.layer) for x in layers if x.ratio is not None]
+        if ratios:
+            peak_ratio, peak_layer = max(ratios, key=lambda t: (t[0], -t[1]))
+    return SinkEvidence(
+        applies=applies, reason="" if applies else (v.reason if v is not None and v.reason else
+                                                     "value norms were not captured"),
+        sink_label=sink_label, special_label=special_label if applies and v is not None and v.special_rows else "",
+        heads=tuple(rows), sink_heads=tuple(sink_heads),
+        sink_heads_weight=mean_of([x.weight_share for x in picked]),
+        sink_heads_value_share=mean_of(list(vs)),
+        sink_heads_norm_ratio=median_of(list(nr)),
+        noop_heads=tuple(noop), listed=tuple(listed),
+        all_heads_weight=mean_of([x.weight_share for x in rows]),
+        all_heads_value_share=mean_of([x.value_share for x in rows]),
+        all_heads_norm_ratio=median_of([x.value_norm_ratio for x in rows]),
+        special_weight=mean_of([x.special_weight_share for x in rows]),
+        special_value_share=mean_of([x.special_value_share for x in rows]),
+        special_norm_ratio=median_of([x.special_norm_ratio for x in rows]),
+        activations_applies=act_applies,
+        activations_reason="" if act_applies else (act.reason if act is not None and act.reason else
+                                                    "hidden states were not captured"),
+        activations=tuple(layers), peak_layer=peak_layer, peak_ratio=peak_ratio,
+    )
+
+
 def build_rollout(c: Captured, facts: ModelFacts, s: Settings) -> Rollout:
     assert c.rollout is not None and c.rollout_rows is not None and c.raw_rows is not None
     assert c.second_rows is not None and c.second_raw_rows is not None
@@ -395,8 +484,21 @@ def _paired_note(dist: Distance) -> str:
     return f" The paired bootstrap of γ − γ_uniform, [{dci[0]:.3f}, {dci[1]:.3f}], {verdict}."
 
 
+def _sink_value_sentence(ev: SinkEvidence) -> str:
+    """What the sink heads move from token 0, in the model's own numbers (empty when not measured)."""
+    if not ev.applies or ev.sink_heads_norm_ratio is None:
+        return ""
+    text = (f" What they move from there is small: after the output projection, the value vector at token 0 is "
+            f"{ev.sink_heads_norm_ratio:.2f}× the size of an ordinary token's (median over these heads)")
+    if ev.sink_heads_value_share is not None and ev.sink_heads_weight is not None:
+        text += (f"; weighted by those sizes, token 0's share is {ev.sink_heads_value_share:.0%} against "
+                 f"{ev.sink_heads_weight:.0%} of the raw weight")
+    return text + ". This shows how little the sink adds to these heads' output, not what the model decided."
+
+
 def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred: Prediction,
-                roll: Rollout, probes: list[TokenizedProbe], s: Settings) -> list[Alert]:
+                roll: Rollout, probes: list[TokenizedProbe], s: Settings,
+                evidence: SinkEvidence | None = None) -> list[Alert]:
     alerts: list[Alert] = []
     first = roll.tokens[0] if roll.tokens else facts.first_token_str  # token 0 of the probe shown
     sinks = [(h.layer, h.head) for h in heads if h.sink_mass > s.alert_sink_share]
@@ -407,7 +509,24 @@ def find_alerts(heads: list[HeadResult], facts: ModelFacts, dist: Distance, pred
             f"{len(sinks)} of {len(heads)} heads put more than {s.alert_sink_share:.0%} of their attention on "
             f"token 0 ('{first}'): {heads_str(sinks)}. (The sink family uses a lower bar, a mean of "
             f"{s.bar_sink:.0%}; {n_sink_family} heads clear it.) This is where softmax parks weight it has to put "
-            "somewhere; it does not make token 0 important.", sinks))
+            "somewhere; it does not make token 0 important." + (_sink_value_sentence(evidence) if evidence else ""),
+            sinks, evidence="sink-evidence" if evidence and evidence.applies else None))
+    if evidence and evidence.noop_heads:
+        alerts.append(make_alert(
+            AlertKind.NOOP_HEADS,
+            f"{len(evidence.noop_heads)} heads write an output whose mean norm is below {s.bar_noop:.0%} of their "
+            f"layer's median head: {heads_str(list(evidence.noop_heads))}. They are close to switched off on these "
+            "probes, whatever their attention map looks like.", list(evidence.noop_heads)))
+    if evidence and evidence.peak_ratio is not None and evidence.peak_ratio >= s.massive_ratio:
+        big = [a for a in evidence.activations if a.ratio is not None and a.ratio >= s.massive_ratio]
+        peak = evidence.activations[evidence.peak_layer or 0]
+        alerts.append(make_alert(
+            AlertKind.MASSIVE_ACTIVATIONS,
+            f"In {len(big)} of {len(evidence.activations)} layers the largest hidden-state value at token 0 is at "
+            f"least {s.massive_ratio:g}× the median token's largest; the peak is {evidence.peak_ratio:.0f}× after "
+            f"layer {evidence.peak_layer} (dimensions {', '.join(map(str, peak.top_dims))}). Sun et al. 2024 tie such "
+            "massive activations to the attention sink: they give the first token a key every query matches and a "
+            "value vector near zero."))
     if facts.is_causal and not facts.bos_added:
         alerts.append(make_alert(
             AlertKind.SINK_ON_FIRST_WORD,
@@ -480,7 +599,10 @@ def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notice
     pred = validity_gate(predict_gamma(facts, T), dist.gamma.value if dist.gamma else None)
     horizon = analyze_horizon(c, facts, heads, dist, pred, T, s)
     roll = build_rollout(c, facts, s)
-    alerts = find_alerts(heads, facts, dist, pred, roll, probes, s)
+    first = roll.tokens[0] if roll.tokens else facts.first_token_str
+    special = sorted({t for p in probes for t, sp in zip(p.tokens[1:], p.is_special[1:]) if sp})
+    evidence = analyze_values(c, heads, f"token 0 ({first})", ", ".join(special), s)
+    alerts = find_alerts(heads, facts, dist, pred, roll, probes, s, evidence)
     counts = {fam: 0 for fam in (*FAMILIES, "mixed")}
     for h in heads:
         counts[h.family] += 1
@@ -510,6 +632,7 @@ def analyze(c: Captured, facts: ModelFacts, probes: list[TokenizedProbe], notice
         distance=dist,
         prediction=pred,
         horizon=horizon,
+        sink_evidence=evidence,
         rollout=roll,
         alerts=tuple(alerts),
         thumbnails=thumbs,

@@ -21,6 +21,7 @@ from reporter.probes import TokenizedProbe, display_probe_name
 from reporter.rollout import fuse_heads, rollout_step
 from reporter.scores import FAMILIES, SCORERS, MapContext, row_entropy
 from reporter.settings import Settings
+from reporter.values import ActivationSums, OVCircuit, ValueSums, activation_stats, find_ov, value_stats
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Captured:
     induction_maps: np.ndarray | None = None  # [L, H, n, n] the repeated random-token probe, for the gallery
     induction_tokens: tuple[str, ...] = ()
     rollout_first_share: dict[str, float] = field(default_factory=dict)  # probe -> final readout on token 0
+    values: ValueSums | None = None  # value-vector norms after W_O (None: not captured)
+    activations: ActivationSums | None = None  # massive activations at token 0 per layer
     n_maps_checked: int = 0
     forward_seconds: float = 0.0
     reduce_seconds: float = 0.0
@@ -80,9 +83,20 @@ def attended_model(model: Any) -> Any:
 def attention_modules(model: Any) -> list[tuple[str, Any, int]]:
     """The modules whose forward returns a layer's attention weights, in layer order, with the index
     of the weights in their output tuple. Uses transformers' own record of where attentions live."""
+    return _recorded_modules(model, "attentions")
+
+
+def layer_modules(model: Any) -> list[tuple[str, Any, int]]:
+    """The transformer blocks whose output is a layer's hidden states, in layer order ([] if unknown)."""
+    return _recorded_modules(model, "hidden_states")
+
+
+def _recorded_modules(model: Any, what: str) -> list[tuple[str, Any, int]]:
     model = attended_model(model)
     rec = getattr(model, "_can_record_outputs", None) or {}
-    spec = rec.get("attentions")
+    spec = rec.get(what)
+    if spec is None and what != "attentions":
+        return []
     if spec is None:
         legacy = _LEGACY_ATTENTION.get(getattr(model.config, "model_type", ""))
         if legacy is None:
@@ -90,7 +104,7 @@ def attention_modules(model: Any) -> list[tuple[str, Any, int]]:
         suffix, index = legacy
         return [(name, mod, index) for name, mod in model.named_modules() if name.endswith(suffix)]
     if isinstance(spec, type):
-        cls, index, layer_name = spec, 1, None
+        cls, index, layer_name = spec, (1 if what == "attentions" else 0), None
     else:
         cls, index, layer_name = spec.target_class, spec.index, spec.layer_name
     found = []
@@ -123,6 +137,8 @@ class _Reducer:
         self.block_sums: np.ndarray | None = None
         self.rollout: np.ndarray | None = None
         self.display = False
+        self.special = np.zeros(0, dtype=bool)  # [key] special tokens past position 0 ([SEP])
+        self.grams: dict[int, Any] = {}  # layer -> [heads, dh, dh] Gram matrices of W_O
 
     def start_probe(self, probe: TokenizedProbe) -> None:
         n = probe.n_tokens
@@ -133,6 +149,9 @@ class _Reducer:
         n_blocks = -(-n // self.s.query_block)
         self.block_sums = np.zeros((n_blocks, self.c.dist_pairs.shape[0]))
         self.rollout = np.eye(n)
+        special = np.array(probe.is_special or [False] * n, dtype=bool)
+        special[0] = False
+        self.special = special
         self.display = probe.name == self.c.display_probe and self.c.thumbnails is None
         if self.display:
             m = min(n, self.s.thumbnail_max_tokens)
@@ -208,6 +227,23 @@ class _Reducer:
         c.n_maps_checked += a.shape[0]
         c.reduce_seconds += time.perf_counter() - t0
 
+    def fold_values(self, attn_t: Any, layer: int, values_t: Any, ov: OVCircuit) -> None:
+        """What the head moves from each key: value norms after W_O, folded into c.values."""
+        t0 = time.perf_counter()
+        assert self.c.values is not None
+        if layer not in self.grams:
+            self.grams[layer] = ov.gram()
+        st = value_stats(attn_t.detach()[0], values_t.detach()[0], self.grams[layer], ov.n_kv_heads, self.special)
+        self.c.values.add(layer, st, self.special, first_layer=layer == 0)
+        self.c.reduce_seconds += time.perf_counter() - t0
+
+    def fold_activation(self, hidden_t: Any, layer: int) -> None:
+        """The layer's output hidden states: largest |h| at token 0 against the other tokens'."""
+        t0 = time.perf_counter()
+        assert self.c.activations is not None
+        self.c.activations.add(layer, *activation_stats(hidden_t.detach()[0]))
+        self.c.reduce_seconds += time.perf_counter() - t0
+
     def _add_blocks(self, per_row: np.ndarray) -> None:
         """per_row: [query, d] summed over heads; add into the (probe, query block) units."""
         assert self.block_sums is not None
@@ -251,6 +287,18 @@ class _Reducer:
             self.display = False
 
 
+def _value_sources(model: Any, mods: list[tuple[str, Any, int]], facts: ModelFacts) -> list[OVCircuit]:
+    """One OV circuit per attention layer, or [] when any layer's layout is unknown."""
+    root = attended_model(model)
+    found = [find_ov(name, mod, root, facts.num_heads, facts.num_kv_heads) for name, mod, _ in mods]
+    return [ov for ov in found if ov is not None] if all(found) else []
+
+
+def _no_values_reason(facts: ModelFacts) -> str:
+    return (f"attn-report does not know where this architecture ({facts.architecture}) keeps its value and "
+            "output projections, so value-weighted attention is not available")
+
+
 def sink_applies(facts: ModelFacts) -> bool:
     """A first-token sink is scored unless token 0 is an encoder's special token ([CLS])."""
     return facts.is_causal or not facts.first_token_special
@@ -289,10 +337,35 @@ def capture(loaded: LoadedModel, probes: list[TokenizedProbe], settings: Setting
                     f"layer {layer} returned no attention weights",
                     "the model must run with eager attention; its attention module may not support it")
             red.fold(weights, layer)
+            if values:
+                red.fold_values(weights, layer, pending.pop(layer), values[layer])
             seen.append(layer)
         return hook
 
+    values = _value_sources(loaded.model, mods, facts)
+    red.c.values = ValueSums(n_layers, facts.num_heads, reason="" if values else _no_values_reason(facts))
+    blocks = layer_modules(loaded.model)
+    red.c.activations = ActivationSums(n_layers, reason="" if len(blocks) == n_layers else (
+        f"this architecture ({facts.architecture}) does not expose its layers' hidden states to attn-report"))
+    pending: dict[int, Any] = {}  # layer -> value vectors of the current forward pass
+
+    def make_value_hook(layer: int, ov: OVCircuit) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            pending[layer] = out[..., ov.value_slice] if ov.value_slice is not None else out
+        return hook
+
+    def make_block_hook(layer: int, index: int) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            out = output[index] if isinstance(output, tuple) else output
+            red.fold_activation(out, layer)
+        return hook
+
     handles = [m.register_forward_hook(make_hook(i, idx)) for i, (_, m, idx) in enumerate(mods)]
+    for i, ov in enumerate(values):
+        handles.append(ov.value_module.register_forward_hook(make_value_hook(i, ov)))
+    if not red.c.activations.reason:
+        handles += [m.register_forward_hook(make_block_hook(i, idx)) for i, (_, m, idx) in enumerate(blocks)]
     try:
         for probe in probes:
             red.start_probe(probe)

@@ -48,6 +48,7 @@ class TokenizedProbe:
     is_delimiter: tuple[bool, ...]
     n_tokens_original: int
     period: int | None = None
+    is_special: tuple[bool, ...] = ()  # the tokenizer's special tokens (BOS, [CLS], [SEP]); () = none known
 
     @property
     def n_tokens(self) -> int:
@@ -139,7 +140,9 @@ def _make(name: str, category: Category, ids: list[int], tokenizer: Any, special
           period: int | None = None) -> TokenizedProbe:
     toks = tuple(_display_str(tokenizer, t) for t in ids)
     delim = tuple(is_delimiter_token(s, t in special) for s, t in zip(toks, ids))
-    return TokenizedProbe(name, category, tuple(int(i) for i in ids), toks, delim, n_orig, period)
+    unk = getattr(tokenizer, "unk_token_id", None)  # [UNK] stands for a word, not structure
+    return TokenizedProbe(name, category, tuple(int(i) for i in ids), toks, delim, n_orig, period,
+                          tuple(t in special and t != unk for t in ids))
 
 
 def induction_probe(tokenizer: Any, *, seed: int, max_tokens: int, special: set[int]) -> TokenizedProbe:

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: horizon, sink_evidence, baseline
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,67 @@ class Horizon:
 
 
 @dataclass(frozen=True)
+class HeadValues:
+    """What one head moves, not just where it looks (norm-based analysis, Kobayashi et al. 2020).
+
+    f_j = W_O,h · v_j is key j's value vector after the head's slice of the output projection; the head
+    writes y_i = Σ_j α_ij f_j. Means are over query rows i ≥ 1 of all probes.
+    """
+
+    layer: int
+    head: int
+    weight_share: float  # mean α_i0: attention weight on key 0 (= HeadResult.sink_mass)
+    value_share: float | None  # mean α_i0‖f_0‖ / Σ_j α_ij‖f_j‖: key 0's share once weights are scaled by ‖f_j‖
+    value_norm_ratio: float | None  # ‖f_0‖ / median ‖f_j‖ over ordinary keys j ≥ 1, mean over probes
+    output_norm: float  # mean ‖y_i‖
+    noop_score: float | None  # output_norm / the layer's median head: near 0 = close to switched off
+    sink_output_norm: float  # mean ‖α_i0 f_0‖, the part of y_i that comes from key 0
+    rest_output_norm: float  # mean ‖Σ_{j≥1} α_ij f_j‖, the part that comes from every other key
+    special_weight_share: float | None  # the same for special keys past 0 ([SEP]); None = none in the probes
+    special_value_share: float | None
+    special_norm_ratio: float | None
+
+
+@dataclass(frozen=True)
+class LayerActivation:
+    """Massive activations (Sun et al. 2024) in one layer's output hidden states."""
+
+    layer: int
+    sink_peak: float  # largest |h| at token 0, mean over probes
+    median_peak: float  # median over tokens j ≥ 1 of their largest |h|, mean over probes
+    ratio: float | None  # sink_peak / median_peak
+    top_dims: tuple[int, ...]  # hidden dimensions with the largest |h| at token 0
+
+
+@dataclass(frozen=True)
+class SinkEvidence:
+    """The model's own numbers on the sink: how much the heads parked on key 0 actually move from there."""
+
+    applies: bool  # value norms were captured
+    reason: str  # why not, when they were not
+    sink_label: str  # e.g. "token 0 (<|im_start|>)"
+    special_label: str  # e.g. "[SEP]"; "" when no special key past position 0 occurs
+    heads: tuple[HeadValues, ...]  # every head, layer-major; () when not applicable
+    sink_heads: tuple[tuple[int, int], ...]  # weight on key 0 above the alert share
+    sink_heads_weight: float | None  # mean weight share of the sink heads
+    sink_heads_value_share: float | None  # mean value-weighted share of the sink heads
+    sink_heads_norm_ratio: float | None  # median value-norm ratio at key 0 of the sink heads
+    noop_heads: tuple[tuple[int, int], ...]  # no-op score below the bar
+    listed: tuple[HeadValues, ...]  # the sink heads by weight on key 0, or the top heads when there are none
+    all_heads_weight: float | None  # mean over every head of the weight on key 0
+    all_heads_value_share: float | None  # ... and of its value-weighted share
+    all_heads_norm_ratio: float | None  # median over every head of the value-norm ratio at key 0
+    special_weight: float | None  # the same three for the special keys past 0; None = none in the probes
+    special_value_share: float | None
+    special_norm_ratio: float | None
+    activations_applies: bool
+    activations_reason: str
+    activations: tuple[LayerActivation, ...]
+    peak_layer: int | None  # layer with the largest activation ratio
+    peak_ratio: float | None
+
+
+@dataclass(frozen=True)
 class Rollout:
     method: dict[str, Any]
     probe: str
@@ -220,6 +281,7 @@ class Report:
     distance: Distance
     prediction: Prediction
     horizon: Horizon
+    sink_evidence: SinkEvidence
     rollout: Rollout
     alerts: tuple[Alert, ...]
     thumbnails: Thumbnails

@@ -34,6 +34,10 @@ class Settings:
     horizon_fractions: tuple[float, ...] = (0.5, 0.9)  # D_f: smallest d holding f of the non-sink mass
     horizon_list_fraction: float = 0.9  # the f of the per-head heatmap and the longest / shortest lists
     horizon_list_size: int = 5  # heads listed at each end
+    # --- sink evidence (value norms, massive activations) ---
+    bar_noop: float = 0.25  # a head whose mean output norm is below this share of its layer's median head
+    sink_list_size: int = 15  # heads listed in the sink-evidence table
+    massive_ratio: float = 100.0  # largest |h| at token 0 over the median token's: "massive" (Sun et al. 2024)
     # --- capture ---
     row_sum_tolerance: float = 1e-3  # |sum_j A[i, j] - 1| allowed
     causal_tolerance: float = 1e-6  # largest weight allowed above the diagonal in causal models

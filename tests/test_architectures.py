@@ -217,3 +217,20 @@ def test_every_report_is_valid_json_with_one_head_row_per_layer_and_head(runs: d
         m = d["model"]
         assert len(d["heads"]) == m["num_layers"] * m["num_heads"], kind
         assert m["attn_implementation"] == "eager", kind
+
+
+def test_value_norms_are_read_where_the_layout_is_known_and_said_to_be_missing_elsewhere(
+        runs: dict[str, Run]) -> None:
+    known = {"llama_gqa", "mistral", "gemma2", "qwen2", "t5", "bart"}  # separate value and output projections
+    for kind in ("gpt_neox", "bloom", *sorted(known)):
+        run = runs[kind]
+        if run.res.returncode != 0:
+            continue
+        ev = run.json["sink_evidence"]
+        if kind in known:
+            assert ev["applies"] is True, kind
+            assert len(ev["heads"]) == run.json["model"]["num_layers"] * run.json["model"]["num_heads"], kind
+            assert all(h["value_share"] is None or 0.0 <= h["value_share"] <= 1.0 + 1e-6 for h in ev["heads"]), kind
+        else:  # fused, per-head interleaved q/k/v: not guessed at
+            assert ev["applies"] is False and ev["heads"] == [] and "value" in ev["reason"], kind
+            assert "not available" in (run.out / "r.html").read_text(encoding="utf-8"), kind

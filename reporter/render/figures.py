@@ -43,6 +43,10 @@ FAMILY_COLOURS = {
 }
 
 
+def _maybe_svg(data: bytes | None) -> str:
+    return "" if data is None else data_uri(data, "image/svg+xml")
+
+
 def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
@@ -200,6 +204,56 @@ def horizon_layers_svg(report: Report) -> bytes:
     return _svg(fig)
 
 
+def sink_values_svg(report: Report) -> bytes | None:
+    """Every head: weight on token 0 against its value-weighted share, sink heads highlighted; None if n/a."""
+    ev = report.sink_evidence
+    if not ev.applies or not ev.heads:
+        return None
+    sinks = set(ev.sink_heads)
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls="--", label="value-weighted = weight")
+    pts = [(h.weight_share, h.value_share, (h.layer, h.head) in sinks) for h in ev.heads if h.value_share is not None]
+    other = np.array([(x, y) for x, y, s in pts if not s]).reshape(-1, 2)
+    hot = np.array([(x, y) for x, y, s in pts if s]).reshape(-1, 2)
+    ax.scatter(other[:, 0], other[:, 1], s=9, color="#7f7f7f", alpha=0.7, lw=0, label="other heads")
+    if hot.size:
+        ax.scatter(hot[:, 0], hot[:, 1], s=16, color="#d62728", marker="D", lw=0,
+                   label=f"sink heads (> {report.settings['alert_sink_share']:.0%} on token 0)")
+    sp = [(h.special_weight_share, h.special_value_share) for h in ev.heads
+          if h.special_weight_share is not None and h.special_value_share is not None]
+    if ev.special_label and sp:
+        arr = np.array(sp)
+        ax.scatter(arr[:, 0], arr[:, 1], s=9, color="#9467bd", marker="^", lw=0, alpha=0.8,
+                   label=f"weight on {_short(ev.special_label, 24)} (special tokens past 0)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"attention weight on {_short(ev.sink_label, 30)}")
+    ax.set_ylabel("value-weighted share there")
+    ax.set_title("below the diagonal: the head moves less from there than its weight says", fontsize=7.5)
+    ax.legend(fontsize=6.5, frameon=False, loc="upper left")
+    return _svg(fig)
+
+
+def activations_svg(report: Report) -> bytes | None:
+    """Per layer: largest |hidden state| at token 0 over the median token's, log scale; None if n/a."""
+    ev = report.sink_evidence
+    if not ev.activations_applies or not ev.activations:
+        return None
+    ratios = [np.nan if a.ratio is None else a.ratio for a in ev.activations]
+    fig, ax = plt.subplots(figsize=(6.4, 2.2))
+    bar = report.settings["massive_ratio"]
+    colours = ["#d62728" if np.isfinite(r) and r >= bar else "#1f3b73" for r in ratios]
+    ax.bar(range(len(ratios)), ratios, color=colours, width=0.75)
+    ax.axhline(1.0, color="#999999", lw=0.8)
+    ax.axhline(bar, color="#d62728", lw=0.8, ls=":", label=f"{bar:g}×: massive (Sun et al. 2024)")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("after layer")
+    ax.set_ylabel("max |h| at token 0 / median token")
+    ax.legend(fontsize=7, frameon=False, loc="upper right")
+    return _svg(fig)
+
+
 def _depth_panel(ax: Any, rows: np.ndarray, labels: list[str], title: str) -> Any:
     im = ax.imshow(np.sqrt(np.clip(rows, 0, 1)), cmap=_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=5)
@@ -278,6 +332,8 @@ class Figures:
     gamma_heads: str
     horizon_heads: str
     horizon_layers: str
+    sink_values: str  # "" when value norms are not available
+    activations: str  # "" when hidden states are not available
     thumb_note: str  # says so when thumbnails were reduced to keep the file small
 
 
@@ -299,5 +355,7 @@ def render_figures(report: Report) -> Figures:
         gamma_heads=data_uri(gamma_heads_png(report), "image/png"),
         horizon_heads=data_uri(horizon_heads_png(report), "image/png"),
         horizon_layers=data_uri(horizon_layers_svg(report), "image/svg+xml"),
+        sink_values=_maybe_svg(sink_values_svg(report)),
+        activations=_maybe_svg(activations_svg(report)),
         thumb_note=note,
     )
