@@ -13,7 +13,7 @@ import click
 
 from reporter import __version__
 from reporter.errors import AttnReportError, InputError
-from reporter.gates import Gate, failed_gates, parse_gate
+from reporter.gates import Gate, failed_gates, parse_gate, require_baseline
 from reporter.settings import Settings
 
 log = logging.getLogger("reporter")
@@ -70,7 +70,10 @@ def _quiet_libraries() -> None:
               help="Decoders: also follow this token position through the layers (0-based).")
 @click.option("--fail-on", "fail_on", multiple=True, metavar="COND",
               help="Exit 1 when COND holds (repeatable): gamma-outside:LO,HI | alert:CODE | "
-                   "family-count:FAMILY(>|>=|<|<=|=)N. The report is written either way.")
+                   "family-count:FAMILY(>|>=|<|<=|=)N | gamma-drift:X | family-changed:N (these two need "
+                   "--baseline). The report is written either way.")
+@click.option("--baseline", "baseline", default=None, metavar="PATH",
+              help="The JSON of an earlier report: adds a 'changes since baseline' section to every output.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Print progress details and tracebacks.")
 @click.version_option(__version__, "--version", prog_name="attn-report")
@@ -78,7 +81,8 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
         paper: str, probes_file: str | None,
         max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
         rollout_residual: float, rollout_head_fusion: str, rollout_discard_ratio: float,
-        rollout_position: int | None, fail_on: tuple[str, ...], quiet: bool, verbose: bool) -> None:
+        rollout_position: int | None, fail_on: tuple[str, ...], baseline: str | None, quiet: bool,
+        verbose: bool) -> None:
     """Write a diagnostic report of MODEL's attention.
 
     MODEL is a builtin alias (smollm2-135m, minilm-l6), a local Hugging Face folder, a .gguf file,
@@ -104,8 +108,9 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
                                        rollout_head_fusion=rollout_head_fusion,
                                        rollout_discard_ratio=rollout_discard_ratio, rollout_position=rollout_position)
         gates = [parse_gate(t) for t in fail_on]  # bad grammar fails before the model loads
+        require_baseline(gates, baseline)
         code = _main(model, out, pdf, json_path, no_json, markdown, paper, probes_file, max_tokens, device, dtype,
-                     revision, trust_remote_code, quiet, settings, gates)
+                     revision, trust_remote_code, quiet, settings, gates, baseline=baseline)
     except AttnReportError as exc:
         if verbose:
             log.exception("traceback:")
@@ -130,15 +135,20 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
 def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, markdown: str | None,
           paper: str, probes_file: str | None,
           max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
-          quiet: bool, settings: Settings, gates: list[Gate]) -> int:
+          quiet: bool, settings: Settings, gates: list[Gate], baseline: str | None = None) -> int:
     from reporter.outputs import plan_outputs
     from reporter.pipeline import DEFAULT_MAX_TOKENS, RunOptions
     inputs = [Path(model).expanduser()]
     if probes_file:
         inputs.append(Path(probes_file).expanduser())
+    if baseline:  # an output may not overwrite it
+        inputs.append(Path(baseline).expanduser())
     plan = dataclasses.replace(plan_outputs(out, pdf, json_path, no_json, inputs, markdown), paper=paper)
     if probes_file is not None and not Path(probes_file).expanduser().is_file():
         raise InputError(f"probe file '{probes_file}' does not exist", "check the --probes path")
+    from reporter.baseline import diff_against, read_baseline
+
+    base = read_baseline(Path(baseline).expanduser()) if baseline else None  # a bad file fails before the load
     if not logging.getLogger("reporter").isEnabledFor(logging.DEBUG):
         _quiet_libraries()
     opts = RunOptions(model=model, probes_file=Path(probes_file).expanduser() if probes_file else None,
@@ -149,6 +159,8 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
 
     log.info("attn-report %s: analysing %s", __version__, model)
     report = run(opts, settings)
+    if base is not None:
+        report = dataclasses.replace(report, baseline=diff_against(base, report))
     from reporter.render import render_all
 
     log.info("rendering %s ...", ", ".join(p.suffix.lstrip(".") for p in plan.paths()))

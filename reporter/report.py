@@ -288,9 +288,87 @@ class Report:
     gallery: tuple[GalleryItem, ...]
     environment: Environment
     run: RunStats = field(default_factory=lambda: RunStats({}, 0.0))
+    baseline: BaselineDiff | None = None  # --baseline: what changed since an earlier report
 
     def head(self, layer: int, head: int) -> HeadResult:
         return self.heads[layer * self.model.num_heads + head]
+
+
+@dataclass(frozen=True)
+class FamilyChange:
+    """One head whose family differs from the baseline's; scores are that family's mean row value."""
+
+    layer: int
+    head: int
+    old: str
+    new: str
+    old_score: float | None  # baseline's score of the old family (None: mixed, or does not apply)
+    old_score_now: float | None  # this run's score of the old family
+    new_score_before: float | None  # baseline's score of the new family
+    new_score: float | None  # this run's score of the new family
+
+
+@dataclass(frozen=True)
+class FamilyCountDelta:
+    family: str
+    old: int
+    new: int
+    delta: int  # new - old
+
+
+@dataclass(frozen=True)
+class GammaDrift:
+    """Measured γ then and now, with intervals; and the config's prediction and regime then and now."""
+
+    old: float | None  # None = not measured in that run
+    old_ci95: tuple[float, float] | None
+    new: float | None
+    new_ci95: tuple[float, float] | None
+    difference: float | None  # new - old
+    intervals_overlap: bool | None  # None when either interval is missing
+    old_predicted: float | None
+    new_predicted: float | None
+    old_regime: str
+    new_regime: str
+    note: str
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    code: str
+    status: str  # new | resolved | still
+    severity: str
+    title: str
+    old_message: str  # "" for a new alert
+    new_message: str  # "" for a resolved alert
+
+
+@dataclass(frozen=True)
+class RunDifference:
+    """Something about the two runs, not the model, that can move the numbers."""
+
+    what: str  # e.g. "transformers version", "setting bar_sink", "probes"
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class BaselineDiff:
+    """This report compared with an earlier one (--baseline). No path or time: same inputs, same bytes."""
+
+    generator: str  # the baseline's generator, e.g. "attn-report 0.1.0"
+    schema_version: str
+    model_id: str
+    same_model: bool  # same model id and the same layers x heads
+    shape: tuple[int, int]  # the baseline's (layers, heads)
+    heads_comparable: bool  # same layers x heads: heads can be matched one to one
+    warnings: tuple[str, ...]
+    n_heads_compared: int
+    family_changes: tuple[FamilyChange, ...]
+    family_counts: tuple[FamilyCountDelta, ...]
+    gamma: GammaDrift
+    alerts: tuple[AlertChange, ...]  # new, then resolved, then still present; by code within each
+    differences: tuple[RunDifference, ...]
 
 
 def _clean(obj: Any) -> Any:
