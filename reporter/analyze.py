@@ -414,6 +414,16 @@ def analyze_values(c: Captured, heads: list[HeadResult], sink_label: str, specia
         ratios = [(x.ratio, x.layer) for x in layers if x.ratio is not None]
         if ratios:
             peak_ratio, peak_layer = max(ratios, key=lambda t: (t[0], -t[1]))
+    sp_ratio_all = median_of([x.special_norm_ratio for x in rows])
+    sp_weight_all = mean_of([x.special_weight_share for x in rows])
+    special_note = ""
+    if sp_ratio_all is not None and sp_weight_all is not None:
+        special_note = ("the value norms there are well below an ordinary token's, which agrees with reading attention "
+                        "to them as a no-op (Clark et al. 2019)" if sp_ratio_all < 0.5 else
+                        "the value norms there are close to an ordinary token's, so these numbers do not support "
+                        "reading attention to them as a no-op (Clark et al. 2019 suggested it for BERT's [SEP])")
+        if sp_weight_all < 0.05:
+            special_note += f"; this model puts little weight there anyway ({sp_weight_all:.1%} on average)"
     return SinkEvidence(
         applies=applies, reason="" if applies else (v.reason if v is not None and v.reason else
                                                      "value norms were not captured"),
@@ -426,9 +436,9 @@ def analyze_values(c: Captured, heads: list[HeadResult], sink_label: str, specia
         all_heads_weight=mean_of([x.weight_share for x in rows]),
         all_heads_value_share=mean_of([x.value_share for x in rows]),
         all_heads_norm_ratio=median_of([x.value_norm_ratio for x in rows]),
-        special_weight=mean_of([x.special_weight_share for x in rows]),
+        special_weight=sp_weight_all,
         special_value_share=mean_of([x.special_value_share for x in rows]),
-        special_norm_ratio=median_of([x.special_norm_ratio for x in rows]),
+        special_norm_ratio=sp_ratio_all, special_note=special_note,
         activations_applies=act_applies,
         activations_reason="" if act_applies else (act.reason if act is not None and act.reason else
                                                     "hidden states were not captured"),

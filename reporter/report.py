@@ -193,6 +193,7 @@ class SinkEvidence:
     special_weight: float | None  # the same three for the special keys past 0; None = none in the probes
     special_value_share: float | None
     special_norm_ratio: float | None
+    special_note: str  # what the special-token numbers say, in a sentence ("" when there are none)
     activations_applies: bool
     activations_reason: str
     activations: tuple[LayerActivation, ...]

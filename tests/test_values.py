@@ -213,7 +213,7 @@ def test_massive_activations_are_measured_per_layer(hand_set: dict[str, Report])
 def test_encoder_reports_cls_and_sep(tiny_models: dict[str, Path], short_probes: Path) -> None:
     ev = _report(tiny_models["bert"], short_probes).sink_evidence
     assert ev.applies and "[CLS]" in ev.sink_label and ev.special_label == "[SEP]"
-    assert ev.special_weight is not None and ev.special_value_share is not None
+    assert ev.special_weight is not None and ev.special_value_share is not None and "no-op" in ev.special_note
     assert all(h.special_weight_share is not None for h in ev.heads)
 
 
