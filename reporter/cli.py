@@ -54,6 +54,8 @@ def _quiet_libraries() -> None:
 @click.option("--max-tokens", default=None, type=click.IntRange(min=4),
               help="Longest probe analysed [default: 1024, capped at the model's position limit].")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1, mps.")
+@click.option("--device-map", "device_map", default=None, type=click.Choice(["auto"]),
+              help="Let accelerate spread the model over the GPUs and host memory (instead of --device).")
 @click.option("--dtype", default="float32", show_default=True,
               type=click.Choice(["float32", "bfloat16", "float16"]),
               help="Weights dtype; statistics are always computed in float32.")
@@ -82,7 +84,8 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
         max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
         rollout_residual: float, rollout_head_fusion: str, rollout_discard_ratio: float,
         rollout_position: int | None, fail_on: tuple[str, ...], baseline: str | None, quiet: bool,
-        verbose: bool) -> None:
+        verbose: bool,
+        device_map: str | None = None) -> None:
     """Write a diagnostic report of MODEL's attention.
 
     MODEL is a builtin alias (smollm2-135m, minilm-l6), a local Hugging Face folder, a .gguf file,
@@ -110,7 +113,8 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
         gates = [parse_gate(t) for t in fail_on]  # bad grammar fails before the model loads
         require_baseline(gates, baseline)
         code = _main(model, out, pdf, json_path, no_json, markdown, paper, probes_file, max_tokens, device, dtype,
-                     revision, trust_remote_code, quiet, settings, gates, baseline=baseline)
+                     revision, trust_remote_code, quiet, settings, gates, baseline=baseline,
+                     device_map=device_map)
     except AttnReportError as exc:
         if verbose:
             log.exception("traceback:")
@@ -135,7 +139,8 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
 def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json: bool, markdown: str | None,
           paper: str, probes_file: str | None,
           max_tokens: int | None, device: str, dtype: str, revision: str | None, trust_remote_code: bool,
-          quiet: bool, settings: Settings, gates: list[Gate], baseline: str | None = None) -> int:
+          quiet: bool, settings: Settings, gates: list[Gate], baseline: str | None = None,
+          device_map: str | None = None) -> int:
     from reporter.outputs import plan_outputs
     from reporter.pipeline import DEFAULT_MAX_TOKENS, RunOptions
     inputs = [Path(model).expanduser()]
@@ -153,7 +158,8 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
         _quiet_libraries()
     opts = RunOptions(model=model, probes_file=Path(probes_file).expanduser() if probes_file else None,
                       max_tokens=max_tokens or DEFAULT_MAX_TOKENS, max_tokens_given=max_tokens is not None,
-                      device=device, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
+                      device=device, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code,
+                      device_map=device_map)
     t0 = time.perf_counter()
     from reporter.pipeline import run
 

@@ -11,11 +11,13 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from reporter.errors import ModelLoadError, UnsupportedModelError
+from reporter.errors import InputError, ModelLoadError, UnsupportedModelError
+from reporter.memory import check_fit, estimate_footprint
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class ModelFacts:
     n_sliding_layers: int | None = None  # how many layers use the window (None: all, when there is one)
     sliding_layers: tuple[int, ...] | None = None  # which layers use it (None: all, when there is one)
     is_encoder_decoder: bool = False
+    device_map: str | None = None  # accelerate's placement strategy (--device-map), None = one device
+    devices: tuple[str, ...] = ()  # the devices the weights were placed on, in layer order
 
 
 @dataclass
@@ -308,11 +312,20 @@ def _is_causal(cfg: Any, model: Any) -> bool:
 
 
 def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revision: str | None = None,
-               trust_remote_code: bool = False) -> LoadedModel:
-    """Load MODEL with eager attention (sdpa returns no attention maps) and collect its facts."""
+               trust_remote_code: bool = False, device_map: str | None = None, max_tokens: int | None = None,
+               texts: Sequence[str] = ()) -> LoadedModel:
+    """Load MODEL with eager attention (sdpa returns no attention maps) and collect its facts.
+
+    `device_map` ("auto") lets accelerate spread the weights over the GPUs and host memory. Before the
+    weights are read, the run is checked to fit in memory: the weights at `dtype` plus the attention
+    workspace at the longest of `texts` in tokens (capped at `max_tokens` and the position limit).
+    """
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    if device_map is not None and device != "cpu":
+        raise InputError(f"--device-map {device_map} places the model itself and cannot be combined with "
+                         f"--device {device}", "drop --device (or drop --device-map to use one device)")
     res = resolve_model(model)
     source: SourceKind = "builtin" if model in BUILTINS else res.kind
     folder = res.ref
@@ -334,11 +347,24 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
             "attn-report analyses softmax attention; state-space and recurrent models have none")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        net = AutoModel.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager", **kwargs)
+    except Exception as exc:
+        raise _load_error(model, res, exc) from exc
+    local = Path(folder) if res.kind != "hub" else None
+    check_fit(estimate_footprint(local, cfg, dtype, _longest_input(tokenizer, texts, max_tokens, cfg)),
+              device, device_map)
+    placement = {"device_map": device_map} if device_map is not None else {}
+    try:
+        net = AutoModel.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager", **placement,
+                                        **kwargs)
     except Exception as exc:
         raise _load_error(model, res, exc) from exc
     net.eval()
-    if device != "cpu":
+    devices: tuple[str, ...] = ()
+    if device_map is not None:  # inputs go where the embeddings are; accelerate moves them between layers
+        devices = tuple(dict.fromkeys(_device_str(d) for d in (getattr(net, "hf_device_map", None) or {}).values()))
+        device = str(net.get_input_embeddings().weight.device)
+        device = "cpu" if device == "meta" else device
+    elif device != "cpu":
         try:
             net.to(device)
         except Exception as exc:
@@ -383,8 +409,25 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         dtype=dtype,
         attn_implementation=str(impl),
         device=device,
+        device_map=device_map,
+        devices=devices or (device,),
     )
     return LoadedModel(net, tokenizer, facts)
+
+
+def _device_str(d: Any) -> str:
+    """accelerate names CUDA devices by index (0) and the others by name ('cpu', 'disk')."""
+    return f"cuda:{d}" if isinstance(d, int) else str(d)
+
+
+def _longest_input(tokenizer: Any, texts: Sequence[str], max_tokens: int | None, cfg: Any) -> int:
+    """Tokens of the longest text, cut to max_tokens and the position limit (0 with neither texts nor a cap)."""
+    pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    caps = [c for c in (max_tokens, pos) if c]
+    if not texts:
+        return min(caps) if max_tokens else 0
+    longest = max(len(tokenizer(t)["input_ids"]) for t in texts)
+    return min([longest, *caps])
 
 
 def _sliding_layers(cfg: Any) -> tuple[int, ...] | None:

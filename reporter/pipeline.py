@@ -26,6 +26,7 @@ class RunOptions:
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_tokens_given: bool = False  # the user asked for max_tokens (else it is our default)
     device: str = "cpu"
+    device_map: str | None = None  # accelerate's placement ("auto"); then `device` stays cpu
     dtype: str = "float32"
     revision: str | None = None
     trust_remote_code: bool = False
@@ -66,7 +67,8 @@ def run(opts: RunOptions, settings: Settings) -> Report:
     # Read the user's probes before the slow model load, so a bad file fails fast.
     raw = read_probe_file(opts.probes_file) if opts.probes_file else bundled_probes()
     loaded = load_model(opts.model, device=opts.device, dtype=opts.dtype, revision=opts.revision,
-                        trust_remote_code=opts.trust_remote_code)
+                        trust_remote_code=opts.trust_remote_code, device_map=opts.device_map,
+                        max_tokens=opts.max_tokens, texts=[p.text for p in raw])
     seconds["load"] = time.perf_counter() - t
     log.info("loaded %s (%d layers x %d heads)", loaded.facts.model_id, loaded.facts.num_layers,
              loaded.facts.num_heads)
@@ -74,6 +76,9 @@ def run(opts: RunOptions, settings: Settings) -> Report:
     t = time.perf_counter()
     limit = opts.max_tokens
     notices: list[str] = []
+    if loaded.facts.device_map is not None:
+        notices.append(f"--device-map {loaded.facts.device_map}: accelerate placed the weights on "
+                       f"{', '.join(loaded.facts.devices)}; inputs start on {loaded.facts.device}.")
     if loaded.facts.is_encoder_decoder:
         notices.append("Encoder-decoder model: the encoder's self-attention is analysed; decoder self-attention and "
                        "cross-attention are not.")
