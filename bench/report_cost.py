@@ -30,8 +30,11 @@ def main(models: list[str]) -> None:
         report = run(RunOptions(model=model), DEFAULT_SETTINGS)
         t1 = time.perf_counter()
         figs = render_figures(report)
+        t_fig = time.perf_counter()
         html = render_html(report, figs=figs).encode()
-        pdf = render_pdf(report)
+        t_html = time.perf_counter()
+        pdf = render_pdf(report)  # draws the figures again, as the CLI's PDF does
+        t_pdf = time.perf_counter()
         js = to_json(report).encode()
         t2 = time.perf_counter()
         sec = report.run.seconds
@@ -40,6 +43,8 @@ def main(models: list[str]) -> None:
         print(f"{model:<14} {len(html) / 1e3:>8.0f} {len(pdf) / 1e3:>8.0f} {len(js) / 1e3:>8.0f} {sec['load']:>7.1f} "
               f"{sec['forward']:>6.1f} {sec['capture_reduce']:>8.1f} {sec['analyze']:>9.1f} {t2 - t1:>8.1f} "
               f"{outside:>11.0%} {report.run.peak_rss_mb:>8.0f}")
+        print(f"  render: figures {t_fig - t1:.1f} s, HTML {t_html - t_fig:.1f} s, PDF {t_pdf - t_html:.1f} s "
+              f"(its own figures included), JSON {t2 - t_pdf:.1f} s")
         for name, size in (("HTML", len(html)), ("PDF", len(pdf))):
             if size > CAP:
                 print(f"  {name} is over the {CAP / 1e6:.0f} MB cap")
