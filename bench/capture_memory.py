@@ -3,15 +3,16 @@
 For each n and each path a fresh Python process loads the model, takes its resident memory as the
 baseline, resets the kernel's high-water mark, runs one probe of n tokens and reports:
 
-- tool:  `reporter.capture.capture` on the probe (each layer's map is reduced inside a forward hook
-         and dropped);
+- tool:  `reporter.capture.capture` on the probe (each layer's map is reduced inside a forward hook,
+         a block of query rows at a time, and dropped);
 - naive: one forward pass with `output_attentions=True` (eager), every layer's map kept as the model
          returns it, then the same statistics from the kept maps (the checks, family scores, entropy, sink
          share, distance sums and bootstrap blocks, rollout; the scorer functions of reporter/scores.py,
          reporter/distance.py and reporter/rollout.py). The capture's value-weighted and activation
          statistics need more than the maps and are not redone, so the naive wall time is a lower
          bound. The maps are read layer by layer from the returned tuple, not stacked into one more
-         L x H x n x n copy, so the naive peak is a lower bound of what stacking costs.
+         L x H x n x n copy, so the naive peak is a lower bound of what stacking costs. Both paths run
+         with the allocator option the capture sets (freed blocks >= 1 MiB go back to the system).
 
 Columns: peak RSS of the whole process (ru_maxrss), RSS after loading the model and one 16-token
 warm-up pass (every weight page resident), peak above that baseline during the run, and wall time of
@@ -20,7 +21,6 @@ Wall times depend on what else the machine runs; the load average is printed wit
 
 Run: .venv/bin/python bench/capture_memory.py [--sizes 512 1024 2048] [--model smollm2-135m]
      .venv/bin/python bench/capture_memory.py --breakdown 2048   # where the tool's peak goes, per fold step
-     .venv/bin/python bench/capture_memory.py --what-if 2048     # the peaks with the proposed capture fixes
 """
 
 from __future__ import annotations
@@ -156,33 +156,15 @@ def warm_up(loaded: Any) -> None:
     gc.collect()
 
 
-def apply_proposal(loaded: Any) -> None:
-    """The memory fixes proposed for capture (see --what-if), applied to this process only: no KV cache
-    during capture, and the head mean for rollout accumulated in float64 without a float64 copy of the map.
-    The third fix, a fixed glibc mmap threshold, is the MALLOC_MMAP_THRESHOLD_ variable set by the parent."""
-    import numpy as np
-
-    import reporter.capture as cap
-    from reporter.rollout import fuse_heads
-
-    forward = loaded.model.forward
-    loaded.model.forward = lambda *a, **k: forward(*a, **{**k, "use_cache": False})
-    def fuse_without_copy(attn: np.ndarray, how: Any) -> np.ndarray:
-        # the same values as fuse_heads' mean (accumulated in float64), without a float64 copy of the map
-        return np.asarray(attn.mean(0, dtype=np.float64)) if how == "mean" else fuse_heads(attn, how)
-
-    cap.fuse_heads = fuse_without_copy
-
-
-def child(path: str, n: int, model: str, patched: bool = False) -> None:
+def child(path: str, n: int, model: str) -> None:
     """One configuration in this (fresh) process; prints one JSON line."""
+    from reporter.capture import return_freed_blocks
     from reporter.cli import _quiet_libraries
     from reporter.load import load_model
 
     _quiet_libraries()
+    return_freed_blocks()  # the capture sets this allocator option itself; the naive path gets it too
     loaded = load_model(model)
-    if patched:
-        apply_proposal(loaded)
     probe = long_probe(loaded.tokenizer, n)
     warm_up(loaded)
     base = rss_mb()
@@ -251,9 +233,9 @@ def breakdown(n: int, model: str) -> None:
     at_fold: list[float] = []
     np_peaks: list[float] = []
 
-    def timed_check(self: Any, a: Any, layer: int) -> None:
+    def timed_check(self: Any, *a: Any) -> None:
         before = start()
-        check(self, a, layer)
+        check(self, *a)
         stop("check", before)
 
     heap: list[tuple[float, float, float]] = []
@@ -286,7 +268,7 @@ def breakdown(n: int, model: str) -> None:
           f"{one_map:.0f} MiB")
     h0, h1 = base_heap, max(heap, key=lambda t: t[0] + t[1])
     print(f"  glibc heap when the hook fires (max over layers) vs after warm-up: in use {h1[0]:.0f} vs {h0[0]:.0f} MiB "
-          f"(the KV cache grows here: use_cache is on), freed but kept {h1[1]:.0f} vs {h0[1]:.0f} MiB, "
+          f"freed but kept {h1[1]:.0f} vs {h0[1]:.0f} MiB, "
           f"mmapped blocks {h1[2]:.0f} vs {h0[2]:.0f} MiB")
     print(f"numpy peak inside one fold (tracemalloc): max {max(np_peaks):.0f} MiB ({max(np_peaks) / one_map:.1f} maps)")
     print("peak RSS growth inside each step of fold (MiB, above RSS at the step's start):")
@@ -316,12 +298,10 @@ def _settings() -> Any:
 
 # --- the table -----------------------------------------------------------------------------------------------
 
-def measure(path: str, n: int, model: str, patched: bool = False) -> dict[str, Any]:
+def measure(path: str, n: int, model: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    if patched:
-        env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)  # fixed: freed blocks >= 1 MiB go back to the system
     cmd = [sys.executable, __file__, "--child", path, "--n", str(n), "--model", model]
-    res = subprocess.run(cmd + (["--patched"] if patched else []), capture_output=True, text=True, env=env, cwd=REPO)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if res.returncode != 0:
         raise SystemExit(f"{path} at n={n} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -359,38 +339,17 @@ def main(sizes: list[int], model: str) -> None:
               f"{'met' if ok_ratio else 'missed'}")
 
 
-def what_if(n: int, model: str) -> None:
-    """Tool and naive peaks at n, as the code is and with the proposed capture fixes applied in-process."""
-    print(f"what-if at n = {n}: as is vs with the proposal (use_cache=False, head mean without a float64 copy, "
-          "MALLOC_MMAP_THRESHOLD_=1 MiB; the naive path gets the same process settings)")
-    print(f"{'variant':<10} {'path':<6} {'peak MiB':>8} {'above MiB':>9} {'wall s':>7}")
-    peaks: dict[tuple[bool, str], float] = {}
-    for patched in (False, True):
-        for path in ("tool", "naive"):
-            r = measure(path, n, model, patched)
-            peaks[patched, path] = r["maxrss_mb"]
-            print(f"{'proposal' if patched else 'as is':<10} {path:<6} {r['maxrss_mb']:>8.0f} "
-                  f"{r['run_peak_mb'] - r['base_mb']:>9.0f} {r['wall_s']:>7.1f}", flush=True)
-    for patched in (False, True):
-        ratio = peaks[patched, "naive"] / peaks[patched, "tool"]
-        print(f"{'proposal' if patched else 'as is':<10} naive/tool peak {ratio:.2f}")
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--child", choices=["tool", "naive"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--patched", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--breakdown", type=int, metavar="N", help="explain the tool's peak at n = N")
-    ap.add_argument("--what-if", type=int, metavar="N", help="peaks at n = N with the proposed capture fixes")
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.n, args.model, args.patched)
+        child(args.child, args.n, args.model)
     elif args.breakdown:
         breakdown(args.breakdown, args.model)
-    elif args.what_if:
-        what_if(args.what_if, args.model)
     else:
         main(args.sizes, args.model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -136,6 +136,7 @@ class _Reducer:
         self.ctx: MapContext | None = None
         self.block_sums: np.ndarray | None = None
         self.rollout: np.ndarray | None = None
+        self.fused: np.ndarray | None = None  # [query, key] the current layer's head-fused map, filled by blocks
         self.display = False
         self.special = np.zeros(0, dtype=bool)  # [key] special tokens past position 0 ([SEP])
         self.grams: dict[int, Any] = {}  # layer -> [heads, dh, dh] Gram matrices of W_O
@@ -166,16 +167,19 @@ class _Reducer:
             pos = self.s.rollout_position
             self.c.second_index = (min(max(pos, 0), n - 1) if pos is not None else None) if self.is_causal else None
 
-    def check(self, a: np.ndarray, layer: int) -> None:
-        """Finite, rows sum to 1, causal maps lower-triangular; else an error naming layer and head."""
+    def check(self, a: np.ndarray, layer: int, row0: int = 0) -> None:
+        """Finite, rows sum to 1, causal maps lower-triangular; else an error naming layer and head.
+
+        `a` is a block of query rows [heads, rows, key] starting at query `row0`.
+        """
         name = self.probe.name if self.probe else "?"
-        bad = ~np.isfinite(a)
-        if bad.any():
-            h = int(np.nonzero(bad.any(axis=(1, 2)))[0][0])
+        sums = a.sum(-1)  # [heads, rows]; a row holding NaN or inf has a sum that is not finite
+        if not np.isfinite(sums).all():
+            h = int(np.nonzero(~np.isfinite(sums).all(-1))[0][0])
             raise CaptureCheckError(
                 f"attention map of layer {layer}, head {h} on probe '{name}' holds NaN or inf (check: finite)",
                 "this is usually an fp16 overflow; rerun with --dtype float32")
-        err = np.abs(a.sum(-1) - 1.0)  # [heads, query]
+        err = np.abs(sums - 1.0)
         if err.max() > self.tol:
             h = int(np.unravel_index(err.argmax(), err.shape)[0])
             raise CaptureCheckError(
@@ -183,7 +187,11 @@ class _Reducer:
                 f"not 1 (check: rows sum to 1 within {self.tol:g})",
                 "the model's attention is not a softmax over keys; attn-report cannot read it")
         if self.is_causal:
-            upper = np.triu(a, k=1).max(axis=(1, 2))
+            m = a.shape[1]
+            # the future of rows row0 .. row0+m-1: above the diagonal of their square block, and every key after it
+            upper = np.triu(a[:, :, row0:row0 + m], 1).max(axis=(1, 2))  # [heads]
+            if row0 + m < a.shape[-1]:
+                upper = np.maximum(upper, a[:, :, row0 + m:].max(axis=(1, 2)))
             if upper.max() > self.s.causal_tolerance:
                 h = int(upper.argmax())
                 raise CaptureCheckError(
@@ -192,40 +200,59 @@ class _Reducer:
                     "the model may not be causal; report this model type to attn-report")
 
     def fold(self, attn_t: Any, layer: int) -> None:
-        """Reduce one layer's map [1, heads, query, key] into the running sums, then drop it."""
+        """Reduce one layer's map [1, heads, query, key] into the running sums, then drop it.
+
+        The map is read a block of `fold_rows` query rows at a time, converted to fp32 block by block,
+        so the reduction's temporaries scale with the block, not with the n x n map.
+        """
         t0 = time.perf_counter()
-        a = attn_t.detach()[0].float().cpu().numpy()  # [heads, query, key] fp32
+        full = attn_t.detach()[0]  # [heads, query, key] torch, the model's dtype and device
         assert self.ctx is not None and self.probe is not None and self.block_sums is not None
-        self.check(a, layer)
-        c, n = self.c, a.shape[-1]
-        for f, fam in enumerate(FAMILIES):
-            vals = SCORERS[fam](a, self.ctx)  # [heads, rows]
-            c.family_sums[layer, :, f] += vals.sum(-1)
-            c.family_rows[layer, :, f] += vals.shape[-1]
-        c.entropy_sum[layer] += row_entropy(a[:, 1:, :]).sum(-1)
-        c.entropy_rows[layer] += n - 1
-        c.sink_sum[layer] += a[:, 1:, 0].sum(-1)
-        by_d = by_distance(a, self.is_causal)  # [heads, query, d]
-        c.dist_sums[layer, :, :n] += by_d.sum(1)
-        self._add_blocks(by_d.sum(0))
-        fused = fuse_heads(a, self.ropts.head_fusion)  # [query, key]
+        c, n, b = self.c, int(full.shape[-1]), self.s.fold_rows
+        if self.fused is None or self.fused.shape[0] != n:
+            self.fused = np.empty((n, n))
+        for r0 in range(0, n, b):
+            a = full[:, r0:r0 + b].float().cpu().numpy()  # [heads, rows, key] fp32
+            self._fold_rows(a, layer, r0)
+        fused = self.fused  # [query, key], every row filled by the blocks
         self._rollout_step(fused, layer)
+        if self.display:
+            assert c.raw_rows is not None and c.second_raw_rows is not None
+            fused_rows = fused / fused.sum(-1, keepdims=True)
+            c.raw_rows[layer] = fused_rows[c.readout_index]
+            c.second_raw_rows[layer] = (fused_rows.mean(0) if c.second_index is None
+                                        else fused_rows[c.second_index])
+        c.n_maps_checked += int(full.shape[0])
+        c.reduce_seconds += time.perf_counter() - t0
+
+    def _fold_rows(self, a: np.ndarray, layer: int, r0: int) -> None:
+        """Fold query rows r0 .. r0 + rows of one layer's map: a [heads, rows, key] fp32, keys complete."""
+        assert self.ctx is not None and self.probe is not None and self.fused is not None
+        self.check(a, layer, r0)
+        # every sum below accumulates in float64, so the result does not depend on the block size
+        c, m, n = self.c, a.shape[1], a.shape[-1]
+        ent = row_entropy(a)  # [heads, rows]
+        ctx = replace(self.ctx, row0=r0, entropy=ent)
+        for f, fam in enumerate(FAMILIES):
+            vals = SCORERS[fam](a, ctx)  # [heads, counted rows of this block]
+            c.family_sums[layer, :, f] += vals.sum(-1, dtype=np.float64)
+            c.family_rows[layer, :, f] += vals.shape[-1]
+        k1 = 1 if r0 == 0 else 0  # rows i >= 1
+        c.entropy_sum[layer] += ent[:, k1:].sum(-1)
+        c.entropy_rows[layer] += m - k1
+        c.sink_sum[layer] += a[:, k1:, 0].sum(-1, dtype=np.float64)
+        by_d = by_distance(a, self.is_causal, r0)  # [heads, rows, d]
+        c.dist_sums[layer, :, :n] += by_d.sum(1, dtype=np.float64)
+        self._add_blocks(by_d.sum(0, dtype=np.float64), r0)
+        self.fused[r0:r0 + m] = fuse_heads(a, self.ropts.head_fusion)  # [rows, key]
         if self.probe.period is not None:
             if c.induction_maps is None or c.induction_maps.shape[-1] != n:
                 c.induction_maps = np.zeros((c.n_layers, c.n_heads, n, n), dtype=np.float32)
                 c.induction_tokens = self.probe.tokens
-            c.induction_maps[layer] = a
-        if self.display:
-            m = c.thumbnails.shape[-1] if c.thumbnails is not None else 0
-            assert c.thumbnails is not None and c.raw_rows is not None
-            c.thumbnails[layer] = a[:, :m, :m]
-            fused_rows = fused / fused.sum(-1, keepdims=True)
-            c.raw_rows[layer] = fused_rows[c.readout_index]
-            assert c.second_raw_rows is not None
-            c.second_raw_rows[layer] = (fused_rows.mean(0) if c.second_index is None
-                                        else fused_rows[c.second_index])
-        c.n_maps_checked += a.shape[0]
-        c.reduce_seconds += time.perf_counter() - t0
+            c.induction_maps[layer, :, r0:r0 + m] = a
+        if self.display and c.thumbnails is not None and r0 < c.thumbnails.shape[-1]:
+            t = c.thumbnails.shape[-1]
+            c.thumbnails[layer, :, r0:min(r0 + m, t)] = a[:, :t - r0, :t]
 
     def fold_values(self, attn_t: Any, layer: int, values_t: Any, ov: OVCircuit) -> None:
         """What the head moves from each key: value norms after W_O, folded into c.values."""
@@ -244,17 +271,18 @@ class _Reducer:
         self.c.activations.add(layer, *activation_stats(hidden_t.detach()[0]))
         self.c.reduce_seconds += time.perf_counter() - t0
 
-    def _add_blocks(self, per_row: np.ndarray) -> None:
-        """per_row: [query, d] summed over heads; add into the (probe, query block) units."""
+    def _add_blocks(self, per_row: np.ndarray, r0: int) -> None:
+        """per_row: [rows, d] summed over heads, for queries r0 ..; add into the (probe, query block) units."""
         assert self.block_sums is not None
-        n, b = per_row.shape[0], self.s.query_block
-        for k in range(self.block_sums.shape[0]):
-            self.block_sums[k, :n] += per_row[k * b:(k + 1) * b].sum(0)
+        m, b = per_row.shape[0], self.s.query_block
+        for k in range(r0 // b, -(-(r0 + m) // b)):
+            lo, hi = max(k * b, r0) - r0, min((k + 1) * b, r0 + m) - r0
+            self.block_sums[k, :per_row.shape[1]] += per_row[lo:hi].sum(0)
 
     def _rollout_step(self, fused: np.ndarray, layer: int) -> None:
         """Abnar & Zuidema 2020, streamed: R <- norm(a*A + (1-a)*I) @ R after every layer."""
         assert self.rollout is not None
-        self.rollout = rollout_step(self.rollout, fused, self.ropts)
+        self.rollout = rollout_step(self.rollout, fused, self.ropts, causal=self.is_causal)
         c = self.c
         if self.display and c.rollout_rows is not None and c.second_rows is not None:
             c.rollout_rows[layer] = self.rollout[c.readout_index]
@@ -314,6 +342,34 @@ def _prefix_len(probe: TokenizedProbe) -> int:
     return 0
 
 
+def return_freed_blocks() -> None:
+    """Make glibc hand freed blocks of 1 MiB and more back to the system at once (Linux, glibc only).
+
+    glibc raises its mmap threshold each time a large mmapped block is freed, so later blocks of the
+    fold's size come from the heap and stay resident after they are freed: about 170 MiB of a 600 MiB
+    peak for SmolLM2 at n = 2048 (bench/capture_memory.py --breakdown). A fixed threshold keeps them
+    mmapped. Elsewhere this does nothing.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
+    except (OSError, AttributeError):
+        pass
+
+
+def _no_cache_kwargs(model: Any) -> dict[str, Any]:
+    """{"use_cache": False} where the forward takes it: one pass per probe needs no KV cache, which would
+    otherwise grow with n beside the map."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"use_cache": False} if "use_cache" in params else {}
+
+
 def capture(loaded: LoadedModel, probes: list[TokenizedProbe], settings: Settings) -> Captured:
     """Run every probe through the model, one at a time, reducing attention layer by layer."""
     import torch
@@ -366,6 +422,9 @@ def capture(loaded: LoadedModel, probes: list[TokenizedProbe], settings: Setting
         handles.append(ov.value_module.register_forward_hook(make_value_hook(i, ov)))
     if not red.c.activations.reason:
         handles += [m.register_forward_hook(make_block_hook(i, idx)) for i, (_, m, idx) in enumerate(blocks)]
+    run = attended_model(loaded.model)
+    extra = _no_cache_kwargs(run)
+    return_freed_blocks()
     try:
         for probe in probes:
             red.start_probe(probe)
@@ -373,7 +432,7 @@ def capture(loaded: LoadedModel, probes: list[TokenizedProbe], settings: Setting
             ids = torch.tensor([probe.input_ids], device=facts.device)
             t0 = time.perf_counter()
             with torch.inference_mode():
-                attended_model(loaded.model)(input_ids=ids, attention_mask=torch.ones_like(ids))
+                run(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)
             red.c.forward_seconds += time.perf_counter() - t0
             if len(seen) != n_layers:
                 raise UnsupportedModelError(

@@ -10,24 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 
-def by_distance(attn: np.ndarray, is_causal: bool) -> np.ndarray:
+def by_distance(attn: np.ndarray, is_causal: bool, row0: int = 0) -> np.ndarray:
     """[heads, query, d]: weight each query row puts on the key at distance d (key 0 excluded).
 
     For bidirectional maps both sides are added: out[h, i, d] = A[i, i-d] + A[i, i+d] (d > 0).
+    `attn` may be a block of query rows starting at query `row0`; the key axis is the whole probe.
     """
-    h, n, _ = attn.shape
-    i = np.arange(n)[:, None]
-    d = np.arange(n)[None, :]
-    j = i - d  # [query, d]
-    ok = j >= 1
-    out = np.where(ok[None], np.take_along_axis(attn, np.broadcast_to(np.clip(j, 0, n - 1), (h, n, n)), 2), 0.0)
+    h, m, n = attn.shape
+    # P[h, r, n + j] = A[h, r, j] for keys j >= 1, zero for key 0 and for the padding on either side, so
+    # that reading row r backwards from column n + i (i = row0 + r) gives A[i, i-d] for every d, with
+    # zeros where i - d < 1, and forwards gives A[i, i+d] with zeros past the last key. Both readings are
+    # strided views of P (no index arrays); every address they touch lies inside row r of P.
+    p = np.zeros((h, m, (2 if is_causal else 3) * n), dtype=attn.dtype)
+    p[:, :, n + 1:2 * n] = attn[:, :, 1:]
+    s_h, s_r, s_k = p.strides
+    start = p[:, :, n + row0:]  # column n + i of row r sits r * (s_r + s_k) from here
+    out = as_strided(start, shape=(h, m, n), strides=(s_h, s_r + s_k, -s_k), writeable=False).copy()
     if not is_causal:
-        j2 = i + d
-        ok2 = (j2 < n) & (d > 0)
-        out = out + np.where(
-            ok2[None], np.take_along_axis(attn, np.broadcast_to(np.clip(j2, 0, n - 1), (h, n, n)), 2), 0.0)
+        ahead = as_strided(start, shape=(h, m, n), strides=(s_h, s_r + s_k, s_k), writeable=False)
+        out[..., 1:] += ahead[..., 1:]
     return out
 
 

@@ -12,9 +12,10 @@ from reporter.errors import ModelLoadError
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Peak memory of capturing one layer, in units of that layer's fp32 map [heads, n, n]: the model's own
-# map plus the reduction's temporaries and what the allocator keeps. bench/capture_memory.py --breakdown
-# measures 6.6-7.2 maps for SmolLM2-135M at n = 2048; 8 leaves a margin.
-WORKSPACE_MAPS = 8
+# map and eager-attention temporaries plus the reduction's (which folds blocks of query rows).
+# bench/capture_memory.py --breakdown measures 3.0 maps for SmolLM2-135M at n = 2048; 5 leaves a margin
+# for architectures whose attention keeps more temporaries.
+WORKSPACE_MAPS = 5
 # Architectures whose MLP is two matrices (up, down); the others here are gated (gate, up, down).
 _PLAIN_MLP_TYPES = {
     "gpt2", "bert", "roberta", "distilbert", "opt", "gpt_neo", "gpt_neox", "gptj", "bloom", "xlm-roberta",
@@ -31,7 +32,7 @@ class Footprint:
     dtype: str
     weights: int  # parameters x bytes per parameter at the run's dtype
     n_tokens: int  # the longest input the estimate assumes
-    workspace: int  # capturing one layer at n_tokens, plus the KV cache the forward pass keeps
+    workspace: int  # capturing one layer at n_tokens, plus a KV cache (kept by models that ignore use_cache)
 
     @property
     def total(self) -> int:

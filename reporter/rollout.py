@@ -16,9 +16,9 @@ import numpy as np
 
 HeadFusion = Literal["mean", "max", "min"]
 _FUSE: dict[HeadFusion, Callable[[np.ndarray], np.ndarray]] = {
-    "mean": lambda a: a.mean(0),
-    "max": lambda a: a.max(0),
-    "min": lambda a: a.min(0),
+    "mean": lambda a: a.mean(0, dtype=np.float64),  # accumulates in float64 without a float64 copy of the map
+    "max": lambda a: a.max(0).astype(np.float64),
+    "min": lambda a: a.min(0).astype(np.float64),
 }
 
 
@@ -31,7 +31,7 @@ class RolloutOptions:
 
 def fuse_heads(attn: np.ndarray, how: HeadFusion) -> np.ndarray:
     """[heads, query, key] -> [query, key]. Max and min fusion leave rows unnormalised; the step fixes it."""
-    return _FUSE[how](np.asarray(attn, dtype=np.float64))
+    return _FUSE[how](np.asarray(attn))
 
 
 def discard_smallest(m: np.ndarray, ratio: float) -> np.ndarray:
@@ -49,15 +49,32 @@ def discard_smallest(m: np.ndarray, ratio: float) -> np.ndarray:
     return out
 
 
-def rollout_step(r: np.ndarray, fused: np.ndarray, opts: RolloutOptions) -> np.ndarray:
-    """One layer: R' = norm(a·A + (1−a)·I) · R, rows renormalised after the product as well."""
+def rollout_step(r: np.ndarray, fused: np.ndarray, opts: RolloutOptions, causal: bool = False) -> np.ndarray:
+    """One layer: R' = norm(a·A + (1−a)·I) · R, rows renormalised after the product as well.
+
+    `causal`: A and R are lower-triangular (nothing comes from the future), so the product skips the
+    blocks above the diagonal, a third of the work of a full product, with the same result.
+    """
     n = fused.shape[0]
     a = discard_smallest(fused, opts.discard_ratio)
-    a = a / np.maximum(a.sum(-1, keepdims=True), 1e-300)
-    step = opts.residual * a + (1.0 - opts.residual) * np.eye(n)
+    # a·norm(A) + (1−a)·I built in one new array (no n x n identity or sum of two n x n temporaries)
+    step = a * (opts.residual / np.maximum(a.sum(-1, keepdims=True), 1e-300))
+    step[np.diag_indices(n)] += 1.0 - opts.residual
     step /= step.sum(-1, keepdims=True)
-    out = step @ r
-    return out / out.sum(-1, keepdims=True)  # type: ignore[no-any-return]
+    out = _lower_product(step, r) if causal else step @ r
+    out /= out.sum(-1, keepdims=True)
+    return out  # type: ignore[no-any-return]
+
+
+def _lower_product(x: np.ndarray, y: np.ndarray, block: int = 256) -> np.ndarray:
+    """x @ y for lower-triangular square x and y: row block [lo, hi) of the product only needs columns
+    and rows < hi of its factors."""
+    n = x.shape[0]
+    out = np.zeros((n, n), dtype=np.result_type(x, y))
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        out[lo:hi, :hi] = x[lo:hi, :hi] @ y[:hi, :hi]
+    return out
 
 
 def rollout(layers: list[np.ndarray], opts: RolloutOptions) -> list[np.ndarray]:

@@ -1,8 +1,11 @@
 """Head scorers: one pure function per pattern family, each mapping attention maps to per-row values.
 
 Every scorer takes `attn` of shape [heads, query, key] (rows sum to 1) and a `MapContext`, and returns
-`[heads, n_rows]`: one value in [0, 1] per head and per *counted* row. A head's family score is the
-mean of those values over every counted row of every probe, so long and short probes weigh by rows.
+`[heads, n_rows]`: one value in [0, 1] per head and per *counted* row. `attn` may be a block of query
+rows (the capture folds long maps a block at a time to bound memory): its first row is query
+`ctx.row0`, and the key axis always holds the whole probe; sums over blocks equal the whole map's.
+A head's family score is the mean of those values over every counted row of every probe, so long and
+short probes weigh by rows.
 Scorers never modify `attn`. Token 0 is treated as the sink position throughout: the first token of
 a causal model (BOS where the tokenizer adds one, else the first real word), [CLS] in an encoder.
 """
@@ -37,11 +40,20 @@ class MapContext:
     # False for encoders whose token 0 is [CLS]: weight there belongs to the special-token band
     # (scored by delimiter_band), not to a first-token sink (Clark et al. 2019).
     sink_applies: bool = True
+    row0: int = 0  # query index of attn's first row (a block of rows); the key axis is always complete
+    entropy: np.ndarray | None = None  # [heads, rows] row_entropy(attn), when the caller already has it
 
 
 def _visible(n: int, is_causal: bool) -> np.ndarray:
     """[query] number of keys each query row can see."""
     return np.arange(1, n + 1) if is_causal else np.full(n, n)
+
+
+def _rows(attn: np.ndarray, ctx: MapContext, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """(absolute query indices in [lo, hi) present in this block, their positions in the block)."""
+    m = attn.shape[1]
+    i = np.arange(max(lo, ctx.row0), min(hi, ctx.row0 + m))
+    return i, i - ctx.row0
 
 
 def score_previous_token(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
@@ -50,9 +62,8 @@ def score_previous_token(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
     1 = every row puts all its weight on the previous token; 0 = none. Rows 0 and 1 are not counted
     (row 1's previous token is token 0, the sink, and would confuse the two families).
     """
-    n = attn.shape[-1]
-    i = np.arange(2, n)
-    return attn[:, i, i - 1]  # [heads, n-2]
+    i, k = _rows(attn, ctx, 2, attn.shape[-1])
+    return attn[:, k, i - 1]  # [heads, rows]
 
 
 def score_next_token(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
@@ -60,11 +71,10 @@ def score_next_token(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
 
     In a causal model A[i, i+1] is 0 by construction; the family does not apply (empty result).
     """
-    n = attn.shape[-1]
     if ctx.is_causal:
         return np.zeros((attn.shape[0], 0), dtype=attn.dtype)
-    i = np.arange(1, n - 1)
-    return attn[:, i, i + 1]
+    i, k = _rows(attn, ctx, 1, attn.shape[-1] - 1)
+    return attn[:, k, i + 1]
 
 
 def score_local(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
@@ -75,12 +85,12 @@ def score_local(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
     """
     n = attn.shape[-1]
     w = ctx.settings.local_window
-    rows = np.arange(1, n)
+    rows, k = _rows(attn, ctx, 1, n)
     offsets = np.arange(-w, w + 1)
     offsets = offsets[np.abs(offsets) != 1]
     cols = rows[:, None] + offsets[None, :]  # [rows, offsets]
     ok = (cols >= 1) & (cols < n)
-    vals = attn[:, rows[:, None], np.clip(cols, 0, n - 1)]  # [heads, rows, offsets]
+    vals = attn[:, k[:, None], np.clip(cols, 0, n - 1)]  # [heads, rows, offsets]
     return np.where(ok[None], vals, 0.0).sum(-1)
 
 
@@ -93,7 +103,8 @@ def score_sink(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
     """
     if not ctx.sink_applies:
         return np.zeros((attn.shape[0], 0), dtype=attn.dtype)
-    return attn[:, 1:, 0]
+    _, k = _rows(attn, ctx, 1, attn.shape[-1])
+    return attn[:, k, 0]
 
 
 def score_delimiter_band(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
@@ -108,14 +119,19 @@ def score_delimiter_band(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
     delim = ctx.is_delimiter.astype(bool).copy()
     delim[0] = delim[0] and not ctx.sink_applies
     vis = _visible(n, ctx.is_causal)
-    tri = np.tril(np.ones((n, n), dtype=bool)) if ctx.is_causal else np.ones((n, n), dtype=bool)
-    dmask = tri & delim[None, :]  # [query, key]
-    n_delim = dmask.sum(-1)  # [query]
-    rows = np.nonzero((np.arange(n) >= 1) & (n_delim > 0) & (n_delim < vis))[0]
-    if rows.size == 0:
+    # visible delimiters per query: a running count in a causal map, all of them in a bidirectional one
+    n_delim = np.cumsum(delim) if ctx.is_causal else np.full(n, int(delim.sum()))  # [query]
+    i, k = _rows(attn, ctx, 1, n)
+    keep = (n_delim[i] > 0) & (n_delim[i] < vis[i])
+    i, k = i[keep], k[keep]
+    if i.size == 0:
         return np.zeros((attn.shape[0], 0), dtype=np.float64)
-    obs = (attn[:, rows, :] * dmask[rows][None]).sum(-1)  # [heads, rows]
-    exp = n_delim[rows] / vis[rows]
+    dcols = np.nonzero(delim)[0]
+    sub = attn[:, k[:, None], dcols[None, :]]  # [heads, rows, delimiters]
+    if ctx.is_causal:  # count only the delimiters a query can see
+        sub = np.where((dcols[None, :] <= i[:, None])[None], sub, 0.0)
+    obs = sub.sum(-1)  # [heads, rows]
+    exp = n_delim[i] / vis[i]
     return np.clip((obs - exp[None]) / (1.0 - exp[None]), 0.0, 1.0)
 
 
@@ -127,11 +143,13 @@ def score_broad(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
     """
     n = attn.shape[-1]
     vis = _visible(n, ctx.is_causal)
-    first = int(np.argmax(vis >= ctx.settings.broad_min_keys))  # vis is non-decreasing: rows first.. count
     if vis[-1] < ctx.settings.broad_min_keys:
         return np.zeros((attn.shape[0], 0), dtype=np.float64)
+    first = int(np.argmax(vis >= ctx.settings.broad_min_keys))  # vis is non-decreasing: rows first.. count
+    i, k = _rows(attn, ctx, first, n)
+    ent = ctx.entropy[:, k] if ctx.entropy is not None else row_entropy(attn[:, k, :])
     # clip: float32 rounding can put a perfectly uniform row a hair above 1
-    return np.clip(row_entropy(attn[:, first:, :]) / np.log(vis[first:])[None], 0.0, 1.0)
+    return np.clip(ent / np.log(vis[i])[None], 0.0, 1.0)
 
 
 def score_induction(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
@@ -143,8 +161,8 @@ def score_induction(attn: np.ndarray, ctx: MapContext) -> np.ndarray:
     if ctx.period is None:
         return np.zeros((attn.shape[0], 0), dtype=attn.dtype)
     p, s = ctx.period, ctx.period_start
-    i = np.arange(s + p, s + 2 * p)
-    return attn[:, i, i - p + 1]
+    i, k = _rows(attn, ctx, s + p, s + 2 * p)
+    return attn[:, k, i - p + 1]
 
 
 def row_entropy(attn: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ class Settings:
     row_sum_tolerance: float = 1e-3  # |sum_j A[i, j] - 1| allowed
     causal_tolerance: float = 1e-6  # largest weight allowed above the diagonal in causal models
     thumbnail_max_tokens: int = 48  # display probe is cut to this many tokens for thumbnails
+    fold_rows: int = 128  # query rows reduced at a time: bounds the capture's temporaries, not its results
     # --- rollout ---
     rollout_residual: float = 0.5  # A' = a*A + (1-a)*I, Abnar & Zuidema 2020
     rollout_head_fusion: str = "mean"  # mean | max | min over a layer's heads

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reporter.distance import bootstrap_gamma, by_distance, fit_tail, mean_curve, pair_counts, uniform_map
 
@@ -165,3 +167,20 @@ def test_distance_functions_do_not_modify_their_input():
     by_distance(a, True)
     by_distance(a, False)
     np.testing.assert_array_equal(a, before)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 12), data=st.data(), causal=st.booleans())
+def test_by_distance_of_any_row_block_equals_a_plain_loop(n: int, data: st.DataObject, causal: bool) -> None:
+    row0 = data.draw(st.integers(0, n - 1))
+    m = data.draw(st.integers(1, n - row0))
+    a = np.random.default_rng(n * 100 + row0).random((2, m, n))
+    want = np.zeros((2, m, n))
+    for r in range(m):
+        i = row0 + r
+        for j in range(1, n):  # key 0 never counts
+            if j <= i:
+                want[:, r, i - j] += a[:, r, j]
+            elif not causal:
+                want[:, r, j - i] += a[:, r, j]
+    np.testing.assert_allclose(by_distance(a, causal, row0), want, rtol=0, atol=1e-15)

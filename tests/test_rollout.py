@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reporter.rollout import RolloutOptions, discard_smallest, effective_sources, fuse_heads, rollout
+from reporter.rollout import RolloutOptions, discard_smallest, effective_sources, fuse_heads, rollout, rollout_step
 
 
 def test_two_token_two_layer_example_by_hand() -> None:
@@ -102,3 +102,14 @@ def test_fusion_max_and_min_pick_elementwise() -> None:
 def test_effective_sources_counts_uniform_support() -> None:
     assert effective_sources(np.array([0.25, 0.25, 0.25, 0.25])) == pytest.approx(4.0)
     assert effective_sources(np.array([1.0, 0.0, 0.0])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 600])
+def test_the_lower_triangular_product_of_a_causal_model_equals_the_full_product(n: int) -> None:
+    layers = _causal_layers(np.random.default_rng(n), n_layers=3, heads=2, n=n)
+    opts = RolloutOptions()
+    full, lower = np.eye(n), np.eye(n)
+    for a in layers:
+        full = rollout_step(full, fuse_heads(a, "mean"), opts)
+        lower = rollout_step(lower, fuse_heads(a, "mean"), opts, causal=True)
+        np.testing.assert_allclose(lower, full, rtol=1e-12, atol=1e-15)
