@@ -10,15 +10,17 @@ from reporter.report import Report, to_json
 
 def render_all(report: Report, plan: OutputPlan) -> list[Path]:
     """Build every output in memory first, then write each one atomically."""
+    from reporter.render.figures import render_figures
     from reporter.render.html import render_html
 
     blobs: list[tuple[Path, bytes]] = []
+    figs = render_figures(report) if plan.html is not None or plan.pdf is not None else None  # drawn once for both
     if plan.html is not None:
-        blobs.append((plan.html, render_html(report, medium="screen").encode("utf-8")))
+        blobs.append((plan.html, render_html(report, medium="screen", figs=figs).encode("utf-8")))
     if plan.pdf is not None:
         from reporter.render.pdf import render_pdf
 
-        blobs.append((plan.pdf, render_pdf(report, paper=plan.paper)))
+        blobs.append((plan.pdf, render_pdf(report, paper=plan.paper, figs=figs)))
     if plan.json is not None:
         blobs.append((plan.json, to_json(report).encode("utf-8")))
     if plan.markdown is not None:
