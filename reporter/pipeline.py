@@ -70,6 +70,7 @@ def run(opts: RunOptions, settings: Settings) -> Report:
                         trust_remote_code=opts.trust_remote_code, device_map=opts.device_map,
                         max_tokens=opts.max_tokens, texts=[p.text for p in raw])
     seconds["load"] = time.perf_counter() - t
+    peaks = {"load": peak_rss_mb()}
     log.info("loaded %s (%d layers x %d heads)", loaded.facts.model_id, loaded.facts.num_layers,
              loaded.facts.num_heads)
 
@@ -91,13 +92,17 @@ def run(opts: RunOptions, settings: Settings) -> Report:
                                    seed=settings.seed)
     notices += more
     seconds["probes"] = time.perf_counter() - t
+    peaks["probes"] = peak_rss_mb()
 
     captured = capture(loaded, probes, settings)
     seconds["forward"] = captured.forward_seconds
     seconds["capture_reduce"] = captured.reduce_seconds
+    peaks["capture"] = peak_rss_mb()
 
     t = time.perf_counter()
     report = analyze(captured, loaded.facts, probes, notices, environment(settings.seed), settings)
     seconds["analyze"] = time.perf_counter() - t
+    peaks["analyze"] = peak_rss_mb()
     return dataclasses.replace(report, run=RunStats({k: round(v, 2) for k, v in seconds.items()},
-                                                    round(peak_rss_mb(), 1)))
+                                                    round(peak_rss_mb(), 1),
+                                                    {k: round(v, 1) for k, v in peaks.items()}))

@@ -268,6 +268,9 @@ class RunStats:
 
     seconds: dict[str, float]
     peak_rss_mb: float
+    # the process's peak RSS once each stage has finished (a high-water mark: a stage that raised it
+    # shows a larger number than the stage before)
+    peak_rss_mb_by_stage: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

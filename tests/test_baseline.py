@@ -19,7 +19,7 @@ from reporter.gates import parse_gate
 from reporter.report import FamilyChange, RunDifference
 from tests.conftest import REPO, load_json, run_cli
 
-RUN_BLOCK = re.compile(r'"run":\{"seconds":\{[^{}]*\},"peak_rss_mb":[-0-9.e]+\}')
+RUN_BLOCK = re.compile(r'"run":\{"seconds":\{[^{}]*\},"peak_rss_mb":[-0-9.e]+,"peak_rss_mb_by_stage":\{[^{}]*\}\}')
 
 
 @pytest.fixture(scope="module")
