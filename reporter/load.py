@@ -81,7 +81,7 @@ class ModelFacts:
     partial_rotary_factor: float | None
     max_position_embeddings: int | None
     bos_added: bool
-    first_token_str: str
+    first_token_str: str  # the token the tokenizer puts at position 0 (BOS, [CLS]); "" when that is each probe's first word
     first_token_special: bool
     dtype: str
     attn_implementation: str
@@ -404,7 +404,9 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         max_position_embeddings=getattr(cfg, "max_position_embeddings", None)
         or getattr(cfg, "n_positions", None),
         bos_added=bool(bos_added),
-        first_token_str=tokenizer.convert_ids_to_tokens([first_id])[0] if first_id is not None else "",
+        # only a token the tokenizer adds names token 0 of every probe; otherwise it is each probe's first word
+        first_token_str=(tokenizer.convert_ids_to_tokens([first_id])[0]
+                         if first_id is not None and (bos_added or first_id in special_ids) else ""),
         first_token_special=first_id in special_ids,
         dtype=dtype,
         attn_implementation=str(impl),

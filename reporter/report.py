@@ -28,7 +28,7 @@ class ModelInfo:
     partial_rotary_factor: float | None
     max_position_embeddings: int | None
     bos_added: bool
-    first_token: str
+    first_token: str  # BOS or [CLS] when the tokenizer adds one; "" when token 0 is each probe's first word
     first_token_special: bool
     dtype: str
     attn_implementation: str

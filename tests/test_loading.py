@@ -17,7 +17,7 @@ def test_llama_folder_loads_with_eager_attention_and_rope_facts(tiny_models: dic
     assert f.attn_implementation == "eager"
     assert (f.num_layers, f.num_heads, f.num_kv_heads) == (2, 4, 2)
     assert f.is_causal and f.position_encoding == "rope" and f.rope_theta == 10000.0
-    assert f.bos_added and f.source == "folder"
+    assert f.bos_added and f.source == "folder" and f.first_token_str == "<bos>"
     assert len(attention_modules(m.model)) == 2
 
 
@@ -25,6 +25,7 @@ def test_gpt2_folder_is_causal_absolute_without_bos(tiny_models: dict[str, Path]
     f = load_model(str(tiny_models["gpt2"])).facts
     assert f.is_causal and f.position_encoding == "absolute" and f.rope_theta is None
     assert not f.bos_added
+    assert f.first_token_str == ""  # token 0 is each probe's own first word, not one fixed token
     assert f.max_position_embeddings == 128
 
 

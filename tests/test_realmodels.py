@@ -46,7 +46,7 @@ def test_smollm2_facts_match_the_published_config(smollm: tuple[Path, dict[str, 
     assert (m["num_layers"], m["num_heads"], m["num_kv_heads"]) == (30, 9, 3)
     assert m["position_encoding"] == "rope" and m["rope_theta"] == 100000.0
     assert m["attn_implementation"] == "eager" and m["dtype"] == "float32"
-    assert m["bos_added"] is False  # this GGUF's tokenizer adds no BOS: the sink is the first word
+    assert m["bos_added"] is False and m["first_token"] == ""  # no BOS: the sink is each probe's first word
     assert d["prediction"]["applies"] is True
 
 
