@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from reporter import __version__
+from reporter import __version__, interrupts
 from reporter.errors import AttnReportError, InputError
 from reporter.gates import Gate, failed_gates, parse_gate, require_baseline
 from reporter.settings import Settings
@@ -21,6 +22,7 @@ log = logging.getLogger("reporter")
 EXIT_GATE = 1  # a --fail-on condition held
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 def _quiet_libraries() -> None:
@@ -91,6 +93,7 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
     MODEL is a builtin alias (smollm2-135m, minilm-l6), a local Hugging Face folder, a .gguf file,
     or a hub id (org/name, where the hub is reachable). Default: smollm2-135m.
     """
+    interrupts.install()
     # Progress goes to a person at a terminal; in CI and scripts stderr carries only the error line.
     level = logging.ERROR if quiet else logging.DEBUG if verbose else (
         logging.INFO if sys.stderr.isatty() else logging.WARNING)
@@ -121,6 +124,9 @@ def cli(model: str, out: str, pdf: str | None, json_path: str | None, no_json: b
         click.echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        if interrupts.received() == signal.SIGTERM:
+            click.echo("Error: terminated (SIGTERM); no report was written.", err=True)
+            sys.exit(EXIT_TERMINATED)
         click.echo("Error: interrupted; no report was written.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except MemoryError:
@@ -150,6 +156,9 @@ def _main(model: str, out: str, pdf: str | None, json_path: str | None, no_json:
         inputs.append(Path(baseline).expanduser())
     plan = dataclasses.replace(plan_outputs(out, pdf, json_path, no_json, inputs, markdown), paper=paper)
     if probes_file is not None and not Path(probes_file).expanduser().is_file():
+        if Path(probes_file).expanduser().is_dir():
+            raise InputError(f"--probes '{probes_file}' is a folder, not a file",
+                             "give one UTF-8 text file with the probes separated by blank lines")
         raise InputError(f"probe file '{probes_file}' does not exist", "check the --probes path")
     from reporter.baseline import diff_against, read_baseline
 

@@ -8,7 +8,7 @@ import pytest
 
 from reporter import outputs
 from reporter.errors import InputError, OutputError
-from reporter.outputs import plan_outputs, write_atomic
+from reporter.outputs import plan_outputs, write_all, write_atomic
 
 # --- plan_outputs ---------------------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monke
         raise OSError("disk full")
 
     monkeypatch.setattr(outputs.os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="disk full"):
         write_atomic(target, b"new report")
     assert target.read_bytes() == b"old report"
     assert os.listdir(tmp_path) == ["r.html"]
@@ -149,3 +149,84 @@ def test_interrupted_write_leaves_no_temp_file(tmp_path, monkeypatch):
         write_atomic(target, b"new report")
     assert target.read_bytes() == b"old report"
     assert os.listdir(tmp_path) == ["r.html"]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("notes.html", "<html><body>My notes on attn-report and its sinks.</body></html>"),
+    ("notes.json", '{"tool": "attn-report", "mine": true}'),
+    ("README.md", "# My model\n\nWe ran attn-report on it; the card section follows.\n"),
+])
+def test_a_file_that_only_mentions_attn_report_is_not_taken_for_ours(tmp_path, name, text):
+    f = tmp_path / name
+    f.write_text(text)
+    args = {".html": (str(f), None, None, True, []), ".json": (str(tmp_path / "notes.html"), None, str(f), False, []),
+            ".md": (str(tmp_path / "r.html"), None, None, True, [])}[f.suffix]
+    with pytest.raises(OutputError, match="not written by attn-report"):
+        plan_outputs(*args, markdown=str(f) if f.suffix == ".md" else None)
+    assert f.read_text() == text
+
+
+def test_our_own_files_carry_the_mark_where_we_look_for_it():
+    from reporter.outputs import HTML_MARK, JSON_MARK, MARKDOWN_MARK
+
+    root = outputs.Path(__file__).resolve().parent.parent / "sample_reports"
+    assert (root / "smollm2-135m.json").read_bytes().startswith(JSON_MARK)
+    assert HTML_MARK in (root / "smollm2-135m.html").read_bytes()[:1024]
+    assert (root / "smollm2-135m.md").read_bytes().startswith(MARKDOWN_MARK)
+    for f in ("smollm2-135m.json", "smollm2-135m.html", "smollm2-135m.md", "smollm2-135m.pdf"):
+        assert outputs.written_by_us(root / f), f
+
+
+def test_a_failure_while_writing_the_second_output_leaves_every_target_as_it_was(tmp_path, monkeypatch):
+    a, b = tmp_path / "r.html", tmp_path / "r.json"
+    a.write_bytes(b"old html")
+    real = outputs._stage
+    calls = []
+
+    def stage(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(outputs, "_stage", stage)
+    with pytest.raises(OutputError, match="No space left on device.*nothing was written"):
+        write_all([(a, b"new html"), (b, b"{}")])
+    assert a.read_bytes() == b"old html" and not b.exists()
+    assert sorted(os.listdir(tmp_path)) == ["r.html"]
+
+
+def test_an_interrupt_before_the_commit_writes_nothing(tmp_path):
+    def cancel():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_all([(tmp_path / "r.html", b"x"), (tmp_path / "r.json", b"{}")], before_commit=cancel)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_that_refuses_new_files_is_caught_before_the_run_naming_the_option(tmp_path, monkeypatch):
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", refuse)  # what root meets under /proc or /sys
+    with pytest.raises(OutputError, match="not writable") as info:
+        plan_outputs(str(tmp_path / "r.html"), None, None, True, [])
+    assert "--out" in info.value.hint
+
+
+def test_the_json_option_is_named_when_its_folder_is_the_problem(tmp_path):
+    with pytest.raises(OutputError) as info:
+        plan_outputs(str(tmp_path / "r.html"), None, str(tmp_path / "nope" / "r.json"), False, [])
+    assert "--json" in info.value.hint and "--out" not in info.value.hint
+
+
+def test_an_output_folder_that_is_a_file_is_called_a_file(tmp_path):
+    (tmp_path / "one.txt").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        plan_outputs(str(tmp_path / "one.txt" / "r.html"), None, None, True, [])
+
+
+def test_no_json_and_json_together_are_refused(tmp_path):
+    with pytest.raises(InputError, match="contradict"):
+        plan_outputs(str(tmp_path / "r.html"), None, str(tmp_path / "r.json"), True, [])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reporter.outputs import OutputPlan, write_atomic
+from reporter import interrupts
+from reporter.outputs import OutputPlan, write_all
 from reporter.report import Report, to_json
 
 
@@ -27,6 +28,5 @@ def render_all(report: Report, plan: OutputPlan) -> list[Path]:
         from reporter.render.markdown import render_markdown
 
         blobs.append((plan.markdown, render_markdown(report, plan.markdown, plan.pdf).encode("utf-8")))
-    for path, data in blobs:
-        write_atomic(path, data)
+    write_all(blobs, before_commit=interrupts.check)
     return [p for p, _ in blobs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from reporter.outputs import MARK
+from reporter.outputs import PDF_ID
 from reporter.render.figures import Figures
 from reporter.render.html import render_html
 from reporter.report import Report
@@ -22,4 +22,4 @@ def render_pdf(report: Report, paper: str = "a4", figs: Figures | None = None) -
     doc = weasyprint.HTML(string=html, base_url=None)
     # The identifier lands in the uncompressed trailer, where outputs.written_by_us finds it.
     page = weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]}; }}")
-    return doc.write_pdf(pdf_identifier=MARK, stylesheets=[page])  # type: ignore[no-any-return]
+    return doc.write_pdf(pdf_identifier=PDF_ID, stylesheets=[page])  # type: ignore[no-any-return]
