@@ -81,7 +81,7 @@ class ModelFacts:
     partial_rotary_factor: float | None
     max_position_embeddings: int | None
     bos_added: bool
-    first_token_str: str  # the token the tokenizer puts at position 0 (BOS, [CLS]); "" when that is each probe's first word
+    first_token_str: str  # the token the tokenizer puts at position 0 (BOS, [CLS]); "" = each probe's first word
     first_token_special: bool
     dtype: str
     attn_implementation: str
@@ -194,7 +194,13 @@ def convert_gguf(gguf: Path) -> Path:
         return target
     from transformers import AutoModel, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=".write-check-", dir=target.parent))
+        probe.rmdir()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot write the conversion cache in '{cache_root()}' ({exc.strerror or exc})",
+                             "set ATTN_REPORT_CACHE to a writable folder") from exc
     if target.exists():  # no completion marker: never trust it, convert again
         shutil.rmtree(target, ignore_errors=True)
     log.info("converting %s to safetensors (first run only) ...", gguf.name)
@@ -217,6 +223,10 @@ def convert_gguf(gguf: Path) -> Path:
         except OSError:
             if not (target / _COMPLETE).is_file():  # lost a race to another process: theirs is fine
                 raise
+    except OSError as exc:
+        raise ModelLoadError(f"cannot write the converted model to the cache '{target.parent}' "
+                             f"({exc.strerror or exc})",
+                             "free some space or set ATTN_REPORT_CACHE to another folder") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -357,7 +367,17 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
         net = AutoModel.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager", **placement,
                                         **kwargs)
     except Exception as exc:
-        raise _load_error(model, res, exc) from exc
+        if res.kind != "gguf":
+            raise _load_error(model, res, exc) from exc
+        # the cached conversion is damaged (a full disk, a stray edit): it is ours, so rebuild it once
+        log.warning("the cached conversion of %s cannot be loaded (%s); converting again", res.ref, _first_line(exc))
+        shutil.rmtree(folder, ignore_errors=True)
+        folder = str(convert_gguf(Path(res.ref)))
+        try:
+            net = AutoModel.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager", **placement,
+                                            **kwargs)
+        except Exception as exc2:
+            raise _load_error(model, res, exc2) from exc2
     net.eval()
     devices: tuple[str, ...] = ()
     if device_map is not None:  # inputs go where the embeddings are; accelerate moves them between layers

@@ -58,6 +58,8 @@ def safetensors_params(folder: Path) -> int | None:
         for f in files:
             with open(f, "rb") as fh:
                 (size,) = struct.unpack("<Q", fh.read(8))
+                if size > f.stat().st_size - 8:  # a corrupt file: its header cannot be longer than the file
+                    return None
                 header = json.loads(fh.read(size))
             for name, info in header.items():
                 if name == "__metadata__" or name.startswith("lm_head."):
@@ -66,7 +68,7 @@ def safetensors_params(folder: Path) -> int | None:
                 for dim in info["shape"]:
                     count *= int(dim)
                 total += count
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, struct.error):
         return None  # unreadable here; the config gives an estimate, and loading reports a broken file
     return total
 

@@ -73,7 +73,8 @@ def test_real_reports_render_pdf(minilm: tuple[Path, dict[str, Any]], smollm: tu
         assert len(PdfReader(str(out / "r.pdf")).pages) >= 3
 
 
-def test_interrupted_gguf_conversion_leaves_no_loadable_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_or_damaged_gguf_cache_is_never_loaded_broken(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import PreTrainedModel
 
     from reporter import load
@@ -93,3 +94,20 @@ def test_interrupted_gguf_conversion_leaves_no_loadable_cache(tmp_path: Path, mo
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", real_save)
     folder = load.convert_gguf(gguf)
     assert (folder / "attn-report-complete.json").is_file() and (folder / "model.safetensors").is_file()
+    # a damaged cache (a disk that filled up, a stray edit) is rebuilt, not reported as a broken model
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    loaded = load.load_model("smollm2-135m")
+    assert loaded.facts.num_layers == 30 and weights.stat().st_size > 100_000_000
+
+
+def test_an_unusable_cache_folder_is_one_clear_line(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    not_a_folder = tmp_path / "cachefile"
+    not_a_folder.write_text("x")
+    res = run_cli("smollm2-135m", "--out", str(tmp_path / "r.html"), env={"ATTN_REPORT_CACHE": str(not_a_folder)})
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "cannot write the conversion cache" in res.stderr and "ATTN_REPORT_CACHE" in res.stderr
+    assert not (tmp_path / "r.html").exists()
+

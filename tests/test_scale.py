@@ -114,3 +114,10 @@ def test_device_map_with_a_device_is_refused(tiny_llama: Path, tmp_path: Path) -
     res = run_cli(str(tiny_llama), "--device-map", "auto", "--device", "cuda", "--out", str(tmp_path / "r.html"))
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "cannot be combined with --device cuda" in res.stderr
+
+
+@pytest.mark.parametrize("blob", [bytes(range(256)) * 64, (2**37).to_bytes(8, "little") + b"{}",
+                                  (2**63 + 5).to_bytes(8, "little") + b"x" * 100])
+def test_a_corrupt_safetensors_header_gives_no_count_instead_of_a_crash(tmp_path: Path, blob: bytes) -> None:
+    (tmp_path / "model.safetensors").write_bytes(blob)
+    assert safetensors_params(tmp_path) is None  # the config's estimate is used; loading names the broken file
