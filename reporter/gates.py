@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -37,6 +38,9 @@ def parse_gate(text: str) -> Gate:
         except ValueError:
             raise InputError(f"--fail-on '{text}': expected gamma-outside:LO,HI with two numbers",
                              "for example gamma-outside:0.4,1.1") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise InputError(f"--fail-on '{text}': LO and HI must be finite numbers with LO <= HI",
+                             "for example gamma-outside:0.4,1.1")
         return Gate(text, lambda r: _gamma_outside(r, lo, hi))
     if kind == "alert":
         codes = {k.value for k in AlertKind}

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reporter import __version__
 from reporter.report import Environment, Report, RunStats
@@ -52,6 +53,23 @@ def environment(seed: int) -> Environment:
     )
 
 
+def _rollout_position_notices(pos: int | None, is_causal: bool, probes: list[Any]) -> list[str]:
+    """Say so when --rollout-position cannot be followed as asked (the capture clamps it)."""
+    from reporter.probes import display_probe_name
+
+    if pos is None:
+        return []
+    if not is_causal:
+        return [f"--rollout-position {pos} is for decoders; this encoder's second readout is the mean over "
+                "positions, so it was not used."]
+    name = display_probe_name(probes)
+    n = next(p.n_tokens for p in probes if p.name == name)
+    if pos >= n:
+        return [f"--rollout-position {pos} is past the end of the probe shown ('{name}', {n} tokens); "
+                f"the last position, {n - 1}, is followed instead."]
+    return []
+
+
 def run(opts: RunOptions, settings: Settings) -> Report:
     """The whole analysis for one model. Raises AttnReportError subclasses on bad input."""
     import torch
@@ -91,6 +109,7 @@ def run(opts: RunOptions, settings: Settings) -> Report:
     probes, more = tokenize_probes(raw, loaded.tokenizer, max_tokens=limit, include_induction=True,
                                    seed=settings.seed)
     notices += more
+    notices += _rollout_position_notices(settings.rollout_position, loaded.facts.is_causal, probes)
     seconds["probes"] = time.perf_counter() - t
     peaks["probes"] = peak_rss_mb()
 

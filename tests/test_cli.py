@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,7 +203,8 @@ def test_markdown_card_links_to_the_pdf_and_paper_size_applies(tiny_models: dict
     assert (round(float(box.width)), round(float(box.height))) == (612, 792)  # US letter in points
 
 
-@pytest.mark.parametrize("cond", ["gamma-outside:1", "alert:NOPE", "family-count:sink>>3", "weird:1"])
+@pytest.mark.parametrize("cond", ["gamma-outside:1", "gamma-outside:0.9,0.1", "gamma-outside:nan,nan", "alert:NOPE",
+                                  "family-count:sink>>3", "weird:1"])
 def test_bad_fail_on_grammar_exits_2_before_loading(tmp_path: Path, cond: str) -> None:
     res = run_cli("no-such-model-needed", "--fail-on", cond, "--out", str(tmp_path / "r.html"))
     lines = res.stderr.strip().splitlines()
@@ -219,3 +224,34 @@ def test_fail_on_conditions_exit_1_with_reasons_and_still_write_the_report(
     assert (tmp_path / "r.html").is_file() and (tmp_path / "r.json").is_file()
     ok = run_cli(*args, "--fail-on", "gamma-outside:-100,100")
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_while_rendering_leaves_no_output(tiny_models: dict[str, Path], short_probes: Path, tmp_path: Path,
+                                                   sig: int, code: int, word: str) -> None:
+    # Sent when the progress log says rendering has begun: WeasyPrint's finalizers can swallow the
+    # KeyboardInterrupt, and the recorded signal must still stop the files from being committed.
+    out = tmp_path / "r.html"
+    proc = subprocess.Popen([sys.executable, "-m", "reporter", str(tiny_models["llama"]), "--probes", str(short_probes),
+                             "--out", str(out), "--pdf", str(tmp_path / "r.pdf"), "-v"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("rendering"):
+            proc.send_signal(sig)
+            break
+    rest = proc.communicate(timeout=300)[1]
+    assert proc.returncode == code, "".join(lines) + rest
+    assert f"Error: {word}" in rest and "no report was written" in rest
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+
+
+def test_rollout_position_past_the_probe_or_on_an_encoder_is_said(tiny_models: dict[str, Path], short_probes: Path,
+                                                                    tmp_path: Path) -> None:
+    for kind, needle in (("llama", "past the end of the probe shown"), ("bert", "is for decoders")):
+        res = run_cli(str(tiny_models[kind]), "--out", str(tmp_path / f"{kind}.html"), "--probes", str(short_probes),
+                      "--max-tokens", "48", "--rollout-position", "99999", "--no-json", "-q")
+        assert res.returncode == 0, res.stderr
+        assert needle in (tmp_path / f"{kind}.html").read_text(encoding="utf-8")

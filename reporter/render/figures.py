@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,18 +66,23 @@ def map_png(a: np.ndarray, scale: int = _THUMB_SCALE) -> bytes:
     return buf.getvalue()
 
 
-def _png(fig: plt.Figure, dpi: int = 110) -> bytes:
+def _save(fig: plt.Figure, **kwargs: Any) -> bytes:
+    """The figure's bytes; the figure is closed. Tokens in scripts DejaVu Sans lacks (CJK, emoji) are
+    drawn as boxes: matplotlib warns once per glyph, which must not flood a CI log."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
+        fig.savefig(buf, bbox_inches="tight", **kwargs)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _png(fig: plt.Figure, dpi: int = 110) -> bytes:
+    return _save(fig, format="png", dpi=dpi, metadata={"Software": None})
 
 
 def _svg(fig: plt.Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return _save(fig, format="svg", metadata={"Date": None, "Creator": None})
 
 
 def _short(tok: str, n: int = 10) -> str:
