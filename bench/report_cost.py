@@ -33,7 +33,7 @@ def main(models: list[str]) -> None:
         t_fig = time.perf_counter()
         html = render_html(report, figs=figs).encode()
         t_html = time.perf_counter()
-        pdf = render_pdf(report)  # draws the figures again, as the CLI's PDF does
+        pdf = render_pdf(report, figs=figs)  # the figures drawn once for both, as the CLI does
         t_pdf = time.perf_counter()
         js = to_json(report).encode()
         t2 = time.perf_counter()
@@ -44,7 +44,7 @@ def main(models: list[str]) -> None:
               f"{sec['forward']:>6.1f} {sec['capture_reduce']:>8.1f} {sec['analyze']:>9.1f} {t2 - t1:>8.1f} "
               f"{outside:>11.0%} {report.run.peak_rss_mb:>8.0f}")
         print(f"  render: figures {t_fig - t1:.1f} s, HTML {t_html - t_fig:.1f} s, PDF {t_pdf - t_html:.1f} s "
-              f"(its own figures included), JSON {t2 - t_pdf:.1f} s")
+              f"(figures shared with the HTML), JSON {t2 - t_pdf:.1f} s")
         for name, size in (("HTML", len(html)), ("PDF", len(pdf))):
             if size > CAP:
                 print(f"  {name} is over the {CAP / 1e6:.0f} MB cap")
