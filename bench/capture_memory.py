@@ -95,6 +95,8 @@ def run_tool(loaded: Any, probe: Any) -> dict[str, float]:
 
 def naive_statistics(maps: tuple[Any, ...], probe: Any, is_causal: bool) -> dict[str, Any]:
     """The capture's statistics computed from kept maps, with the same pure functions."""
+    import dataclasses
+
     import numpy as np
 
     from reporter.distance import by_distance
@@ -115,9 +117,11 @@ def naive_statistics(maps: tuple[Any, ...], probe: Any, is_causal: bool) -> dict
         # the capture's checks: finite, rows sum to 1, nothing above the diagonal
         if not np.isfinite(a).all() or np.abs(a.sum(-1) - 1).max() > 1e-3 or np.triu(a, k=1).max() > 1e-6:
             raise RuntimeError(f"layer {layer}: the map fails the capture's checks")
+        row_ent = row_entropy(a)  # [heads, query], computed once as the capture does
+        lctx = dataclasses.replace(ctx, entropy=row_ent)
         for f, name in enumerate(FAMILIES):
-            fam[layer, :, f] = SCORERS[name](a, ctx).sum(-1)
-        ent[layer] = row_entropy(a[:, 1:, :]).sum(-1)
+            fam[layer, :, f] = SCORERS[name](a, lctx).sum(-1)
+        ent[layer] = row_ent[:, 1:].sum(-1)
         sink[layer] = a[:, 1:, 0].sum(-1)
         by_d = by_distance(a, is_causal)  # [heads, query, d]
         dist[layer] = by_d.sum(1)

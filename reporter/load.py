@@ -363,19 +363,23 @@ def load_model(model: str, *, device: str = "cpu", dtype: str = "float32", revis
     check_fit(estimate_footprint(local, cfg, dtype, _longest_input(tokenizer, texts, max_tokens, cfg)),
               device, device_map)
     placement = {"device_map": device_map} if device_map is not None else {}
+
+    def weights_from(where: str) -> Any:
+        return AutoModel.from_pretrained(where, dtype=torch_dtype, attn_implementation="eager", **placement,
+                                         **kwargs)
+
     try:
-        net = AutoModel.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager", **placement,
-                                        **kwargs)
+        net = weights_from(folder)
     except Exception as exc:
         if res.kind != "gguf":
             raise _load_error(model, res, exc) from exc
         # the cached conversion is damaged (a full disk, a stray edit): it is ours, so rebuild it once
         log.warning("the cached conversion of %s cannot be loaded (%s); converting again", res.ref, _first_line(exc))
         shutil.rmtree(folder, ignore_errors=True)
-        folder = str(convert_gguf(Path(res.ref)))
         try:
-            net = AutoModel.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager", **placement,
-                                            **kwargs)
+            net = weights_from(str(convert_gguf(Path(res.ref))))
+        except ModelLoadError:
+            raise
         except Exception as exc2:
             raise _load_error(model, res, exc2) from exc2
     net.eval()

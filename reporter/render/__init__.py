@@ -10,7 +10,7 @@ from reporter.report import Report, to_json
 
 
 def render_all(report: Report, plan: OutputPlan) -> list[Path]:
-    """Build every output in memory first, then write each one atomically."""
+    """Build every output in memory first, then write them all or none (a signal meanwhile cancels)."""
     from reporter.render.figures import render_figures
     from reporter.render.html import render_html
 
